@@ -1,0 +1,241 @@
+"""Config plumbing shared by every verb: TOML recipes, dotted overrides, validation, help text.
+
+The config *models* live next to the code they configure (`data/prepare.py` owns `PrepareConfig`,
+...); this module only loads, merges, validates, saves and documents them. Models are pydantic v2
+with `extra="forbid"`, so a typo is an error that names the key. Recipes may inherit from another
+recipe with a top-level `inherit = "base.toml"` (a path relative to the recipe).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lmforge.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+M = TypeVar("M", bound=BaseModel)
+
+OVERRIDE_PATTERN = re.compile(r"^[a-z_][a-z0-9_.]*=")
+_INHERIT_KEY = "inherit"
+
+
+class Section(BaseModel):
+    """Base for every config model: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def is_override(arg: str) -> bool:
+    """True when a command-line argument looks like `dotted.key=value`."""
+    return bool(OVERRIDE_PATTERN.match(arg))
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as a TOML literal (`3`, `1e-3`, `true`, `["a", "b"]`), else a string.
+
+    A bare word such as `corpus.txt` or `bpe` is not valid TOML and so stays a string.
+    """
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """Turn `["a.b=1", "c=x"]` into a nested dict `{"a": {"b": 1}, "c": "x"}`."""
+    nested: dict[str, Any] = {}
+    for arg in args:
+        if not is_override(arg):
+            raise ConfigError(f"'{arg}' is not a key=value override (expected e.g. train.lr=3e-4)")
+        key, _, raw = arg.partition("=")
+        set_dotted(nested, key, parse_value(raw))
+    return nested
+
+
+def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set `tree[a][b][c] = value` for `dotted_key = "a.b.c"`, creating sub-dicts as needed."""
+    parts = dotted_key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `update` into a copy of `base`; nested tables merge, everything else replaces."""
+    merged: dict[str, Any] = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a TOML recipe, resolving `inherit = "other.toml"` chains (relative to the file)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise ConfigError(f"recipe inheritance loops: {chain}; remove one 'inherit' key")
+    if not path.is_file():
+        raise ConfigError(f"recipe file {path} does not exist; check the path or list configs/")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"recipe {path} is not valid TOML: {exc}") from None
+    parent = data.pop(_INHERIT_KEY, None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"recipe {path}: 'inherit' must be a path string, got {parent!r}")
+    base = load_recipe(path.parent / parent, (*_seen, path))
+    return deep_merge(base, data)
+
+
+def build_config(
+    model: type[M],
+    recipe: str | Path | None = None,
+    overrides: Mapping[str, Any] | list[str] | None = None,
+) -> M:
+    """Recipe (optional) + overrides -> a validated config, or a ConfigError naming the key."""
+    raw: dict[str, Any] = load_recipe(recipe) if recipe is not None else {}
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return validate_config(model, raw, source=str(recipe) if recipe else None)
+
+
+def validate_config(model: type[M], raw: Mapping[str, Any], source: str | None = None) -> M:
+    """Validate a nested dict against `model`; pydantic errors become one-line ConfigErrors."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from None
+
+
+def describe_validation_error(exc: ValidationError, source: str | None = None) -> str:
+    """The first validation problem as `key 'a.b' = value: what is wrong (fix)`."""
+    err = exc.errors()[0]
+    # Discriminated unions insert the tag ('gpt') into the location; it is not a key the user typed.
+    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    key = ".".join(loc) or "<root>"
+    where = f" (in {source})" if source else ""
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        return f"unknown config key '{key}'{where}; run with --help to list valid keys{more}"
+    if err["type"] == "missing":
+        return f"missing required config key '{key}'{where}; set it with {key}=...{more}"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"config key '{key}' = {shown}{where}: {msg}{more}"
+
+
+def to_toml_dict(config: BaseModel) -> dict[str, Any]:
+    """A config as plain TOML-writable data (None values dropped; TOML has no null)."""
+    return _drop_none(config.model_dump(mode="json"))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value if v is not None]
+    return value
+
+
+def save_config(config: BaseModel, path: str | Path) -> None:
+    """Write the resolved config as TOML (atomically: temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(tomli_w.dumps(to_toml_dict(config)), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_config(model: type[M], path: str | Path) -> M:
+    """Read a config saved by `save_config` (no inheritance, no overrides)."""
+    return validate_config(model, load_recipe(path), source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# --help text, generated from the models so that documentation is never written twice.
+
+
+def describe_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Rows of (dotted key, type, default, description) for every leaf key of a config model."""
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        sub_models = _section_models(field.annotation)
+        if sub_models:
+            for sub in sub_models:
+                rows.extend(describe_keys(sub, f"{key}."))
+            continue
+        default = "required" if field.is_required() else _show_default(field.get_default())
+        rows.append((key, _type_name(field.annotation), default, field.description or ""))
+    # Keys of alternative sub-models (e.g. model.* of gpt and lstm) appear once each.
+    seen: set[str] = set()
+    unique = []
+    for row in rows:
+        if row[0] not in seen:
+            seen.add(row[0])
+            unique.append(row)
+    return unique
+
+
+def _section_models(annotation: Any) -> list[type[BaseModel]]:
+    """The BaseModel classes inside an annotation (handles unions and Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _section_models(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        found: list[type[BaseModel]] = []
+        for arg in typing.get_args(annotation):
+            found.extend(_section_models(arg))
+        return found
+    return []
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " | ".join(str(a) for a in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin in (list, tuple):
+        inner = ", ".join(_type_name(a) for a in typing.get_args(annotation) if a is not Ellipsis)
+        return f"list[{inner}]"
+    if annotation is type(None):
+        return "none"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return "{...}"
+    return repr(value) if isinstance(value, str) else str(value)
