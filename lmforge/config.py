@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from lmforge.errors import ConfigError
 
@@ -35,7 +35,21 @@ _INHERIT_KEY = "inherit"
 class Section(BaseModel):
     """Base for every config model: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), validate_by_name=True
+    )
+
+
+class NamedSection(Section):
+    """A section with a `name` key that also accepts the shorthand `section = "value"`.
+
+    So `task=sst2` and `task.name=sst2 task.dev=dev.txt` both work, from the CLI and in TOML.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
 
 def is_override(arg: str) -> bool:
@@ -72,10 +86,15 @@ def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
     for part in parts[:-1]:
         child = node.get(part)
         if not isinstance(child, dict):
-            child = {}
+            # `task=sst2 task.dev=x`: a scalar already given for a section is its `name` shorthand.
+            child = {} if child is None else {"name": child}
             node[part] = child
         node = child
-    node[parts[-1]] = value
+    existing = node.get(parts[-1])
+    if isinstance(existing, dict) and not isinstance(value, dict):
+        existing["name"] = value  # `task.dev=x task=sst2`, the shorthand given last
+    else:
+        node[parts[-1]] = value
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,7 +205,7 @@ def describe_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, s
     """Rows of (dotted key, type, default, description) for every leaf key of a config model."""
     rows: list[tuple[str, str, str, str]] = []
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"
         sub_models = _section_models(field.annotation)
         if sub_models:
             for sub in sub_models:
