@@ -148,26 +148,61 @@ def validate_config(model: type[M], raw: Mapping[str, Any], source: str | None =
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, source)) from None
+        raise ConfigError(describe_validation_error(exc, source, model)) from None
 
 
-def describe_validation_error(exc: ValidationError, source: str | None = None) -> str:
+def _user_key_path(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
+    """The dotted key as the user typed it: union tags ('gpt') that pydantic inserts are dropped."""
+    keys: list[str] = []
+    current: list[type[BaseModel]] = [model] if model is not None else []
+    skip_tag = False
+    for part in loc:
+        if skip_tag:
+            skip_tag = False
+            if isinstance(part, str) and any(_has_kind(m, part) for m in current):
+                current = [m for m in current if _has_kind(m, part)]
+                continue
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        keys.append(str(part))
+        field = next(
+            (m.model_fields.get(str(part)) for m in current if str(part) in m.model_fields), None
+        )
+        current = _section_models(field.annotation) if field is not None else []
+        skip_tag = len(current) > 1
+    return keys
+
+
+def _has_kind(model: type[BaseModel], tag: str) -> bool:
+    field = model.model_fields.get("kind")
+    return field is not None and field.default == tag
+
+
+def describe_validation_error(
+    exc: ValidationError, source: str | None = None, model: type[BaseModel] | None = None
+) -> str:
     """The first validation problem as `key 'a.b' = value: what is wrong (fix)`."""
     err = exc.errors()[0]
-    # Discriminated unions insert the tag ('gpt') into the location; it is not a key the user typed.
-    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-    key = ".".join(loc) or "<root>"
+    key = ".".join(_user_key_path(model, err["loc"])) or "<root>"
     where = f" (in {source})" if source else ""
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":
         return f"unknown config key '{key}'{where}; run with --help to list valid keys{more}"
     if err["type"] == "missing":
         return f"missing required config key '{key}'{where}; set it with {key}=...{more}"
+    if err["type"] == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return (
+            f"config key '{key}.kind' = {ctx.get('tag')!r}{where}: "
+            f"choose one of {ctx.get('expected_tags')}{more}"
+        )
     value = err.get("input")
-    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if isinstance(value, dict):  # a cross-field check on a whole section
+        return f"config section '{key}'{where}: {msg}{more}"
+    shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    msg = err["msg"].removeprefix("Value error, ")
     return f"config key '{key}' = {shown}{where}: {msg}{more}"
 
 
