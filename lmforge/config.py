@@ -190,6 +190,8 @@ def describe_validation_error(
         return f"unknown config key '{key}'{where}; run with --help to list valid keys{more}"
     if err["type"] == "missing":
         return f"missing required config key '{key}'{where}; set it with {key}=...{more}"
+    if err["type"] == "union_tag_not_found":
+        return f"config section '{key}'{where} needs a 'kind' key; set {key}.kind=...{more}"
     if err["type"] == "union_tag_invalid":
         ctx = err.get("ctx", {})
         return (

@@ -140,6 +140,6 @@ def test_help_rows_cover_every_leaf_with_type_default_and_description():
 
 def test_errors_inside_a_union_name_the_key_without_the_tag():
     with pytest.raises(ConfigError, match=r"unknown config key 'model\.depth'"):
-        build_config(_Cfg, None, ["model.depth=3"])  # depth belongs to kind b, not a
+        build_config(_Cfg, None, ["model.kind=a", "model.depth=3"])  # depth belongs to b
     with pytest.raises(ConfigError, match=r"'model\.kind' = 'c'.*choose one of"):
         build_config(_Cfg, None, ["model.kind=c"])
