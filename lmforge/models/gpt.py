@@ -1,0 +1,450 @@
+"""A decoder-only Transformer (GPT) with a preallocated KV cache and left-padding support.
+
+- pre-norm residual blocks; RMSNorm or LayerNorm; SwiGLU or GELU(tanh) MLP; optional biases
+- RoPE (rotate-half, as HF Llama) or learned absolute positions (as GPT-2)
+- grouped-query attention (`n_kv_heads`) through `F.scaled_dot_product_attention`
+- with rope+rmsnorm+swiglu it computes exactly HF `LlamaForCausalLM`; with
+  learned+layernorm+gelu+bias exactly HF `GPT2LMHeadModel`, so interop is a key map.
+References: nanoGPT `model.py`, HF `modeling_llama.py`, GPT-2 and PaLM papers (init, FLOPs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from lmforge.config import Section
+from lmforge.errors import ConfigError
+from lmforge.models.layers import (
+    apply_rope,
+    build_norm,
+    padded_attention_mask,
+    positions_from_pads,
+    rope_tables,
+)
+
+# ---------------------------------------------------------------------------------------------
+# KV cache
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated to `max_len` slots, plus per-row positions.
+
+    Attributes:
+        k, v: (n_layers, B, n_kv_heads, max_len, head_dim) tensors.
+        valid: (B, max_len) bool, True where a slot holds a real token (False: pad or empty).
+        pos: (B,) long, the position the next real token of each row will get.
+        length: slots used so far (the same for every row; pads occupy slots too).
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        head_dim: int,
+        max_len: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
+        self.pos = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.length = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.size(1)
+
+    @property
+    def max_len(self) -> int:
+        return self.k.size(3)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Store new keys/values (B, Hkv, T, D) after the used slots; return all slots so far."""
+        end = self.length + k.size(2)
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        # A cache made in another dtype than autocast's still works, at the price of a cast.
+        return self.k[layer, :, :, :end].to(k.dtype), self.v[layer, :, :, :end].to(v.dtype)
+
+    def reorder_(self, index: torch.Tensor) -> None:
+        """Reorder or drop batch rows in place (beam search, finished rows): row i <- index[i]."""
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+        self.valid = self.valid.index_select(0, index)
+        self.pos = self.pos.index_select(0, index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention, MLP, block
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
+) -> torch.Tensor:
+    """Scaled dot-product attention: q (B, H, T, D), k/v (B, Hkv, S, D) -> (B, H, T, D).
+
+    `mask is None` means plain causal attention over T == S (the fast training path); otherwise
+    `mask` is a bool (B, 1, T, S), True = may attend. Scale is 1/sqrt(D), as Llama and GPT-2 use.
+    """
+    gqa = q.size(1) != k.size(1)
+    if mask is None:
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=gqa
+        )
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa
+    )
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.dropout = cfg.dropout
+        # Separate q/k/v projections keep HF's names (and GQA's unequal widths) without reshuffling.
+        self.q_proj = nn.Linear(cfg.d_model, self.n_heads * self.head_dim, bias=cfg.bias)
+        self.k_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
+        self.v_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
+        k = self.k_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, T, Hkv, D) -> (B, Hkv, T, D)
+        v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, T, Hkv, D) -> (B, Hkv, T, D)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.append(self.layer_idx, k, v)  # (B, Hkv, S, D), S = cached + T
+        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, H, T, D) -> (B, T, H*D)
+        return self.o_proj(y)
+
+
+class SwiGLU(nn.Module):
+    """Llama's MLP: down(silu(gate(x)) * up(x)) (Shazeer 2020)."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.ff_dim, bias=cfg.bias)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ff_dim, bias=cfg.bias)
+        self.down_proj = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class GeluMLP(nn.Module):
+    """GPT-2's MLP: down(gelu(up(x))) with the tanh GELU that GPT-2 was trained with."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ff_dim, bias=cfg.bias)
+        self.down_proj = nn.Linear(cfg.ff_dim, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: GPTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.attn_norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.mlp_norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.mlp = SwiGLU(cfg) if cfg.mlp == "swiglu" else GeluMLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), rope, mask, cache))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+
+
+class GPTConfig(Section):
+    """A decoder-only Transformer. Defaults: a small Llama (RoPE, RMSNorm, SwiGLU, untied)."""
+
+    kind: Literal["gpt"] = Field("gpt", description="model family: gpt (Transformer) or lstm")
+    n_layers: int = Field(4, ge=1, description="number of Transformer blocks")
+    n_heads: int = Field(4, ge=1, description="attention (query) heads per block")
+    n_kv_heads: int | None = Field(
+        None, ge=1, description="key/value heads for grouped-query attention (unset = n_heads)"
+    )
+    d_model: int = Field(256, ge=1, description="width of the residual stream / embeddings")
+    d_ff: int | None = Field(
+        None,
+        ge=1,
+        description="MLP hidden width (unset = 4*d_model for gelu, 8/3*d_model rounded up to a "
+        "multiple of 64 for swiglu)",
+    )
+    max_seq_len: int = Field(256, ge=1, description="longest context (positions) the model sees")
+    pos_emb: Literal["rope", "learned"] = Field(
+        "rope", description="positions: rope (rotary, Llama) or learned (absolute, GPT-2)"
+    )
+    norm: Literal["rmsnorm", "layernorm"] = Field(
+        "rmsnorm", description="normalisation: rmsnorm (Llama) or layernorm (GPT-2)"
+    )
+    mlp: Literal["swiglu", "gelu"] = Field(
+        "swiglu", description="MLP: swiglu (Llama) or gelu (GPT-2, tanh approximation)"
+    )
+    bias: bool = Field(False, description="biases in linear layers and LayerNorm (GPT-2: true)")
+    tie_embeddings: bool = Field(
+        False, description="share the token embedding with the output head (GPT-2: true)"
+    )
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on embeddings, attention and residuals"
+    )
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency (Llama 3: 500000)")
+    norm_eps: float = Field(1e-5, gt=0, description="epsilon inside RMSNorm/LayerNorm")
+    init_std: float = Field(0.02, gt=0, description="std of the normal init of weights")
+    zero_init_output: bool = Field(
+        False, description="start o_proj/down_proj at zero, so each block starts as identity"
+    )
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> GPTConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+                "choose d_model as a multiple of n_heads"
+            )
+        if self.n_heads % self.kv_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}; "
+                "choose n_kv_heads among the divisors of n_heads"
+            )
+        if self.pos_emb == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"pos_emb='rope' needs an even head_dim, got d_model/n_heads={self.head_dim}; "
+                "change d_model or n_heads"
+            )
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """`n_kv_heads` resolved (unset means one key/value head per query head)."""
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def ff_dim(self) -> int:
+        """`d_ff` resolved. SwiGLU has three matrices, so 2/3 of 4*d_model keeps the MLP's
+        parameter count of a GELU MLP (Llama); rounding up to 64 keeps matmuls aligned (Llama
+        rounds to 256, too coarse for small models)."""
+        if self.d_ff is not None:
+            return self.d_ff
+        if self.mlp == "gelu":
+            return 4 * self.d_model
+        return 64 * math.ceil(int(8 * self.d_model / 3) / 64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+class GPT(nn.Module):
+    """Token ids (B, T) -> next-token logits (B, T, vocab_size), fp32."""
+
+    def __init__(self, cfg: GPTConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = cfg
+        self.vocab_size = vocab_size
+        self.tok_emb = nn.Embedding(vocab_size, cfg.d_model)
+        learned = cfg.pos_emb == "learned"
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model) if learned else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        if cfg.pos_emb == "rope":
+            # Precomputed once; non-persistent so they are neither saved nor expected on load.
+            cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """GPT-2 init: N(0, init_std) weights, zero biases, unit norms; residual projections
+        (o_proj, down_proj) get std/sqrt(2*n_layers), because each block adds two of them to the
+        residual stream and this keeps its variance at init independent of depth. With
+        `zero_init_output` they start at zero instead, so every block starts as the identity."""
+        cfg = self.config
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=cfg.init_std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        residual_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
+        for block in self.blocks:
+            for proj in (block.attn.o_proj, block.mlp.down_proj):
+                if cfg.zero_init_output:
+                    nn.init.zeros_(proj.weight)
+                else:
+                    nn.init.normal_(proj.weight, mean=0.0, std=residual_std)
+
+    @property
+    def max_context(self) -> int:
+        return self.config.max_seq_len
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache | None = None,
+        pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab_size) in fp32 for tokens (B, T); see `hidden_states` for the args."""
+        return self.lm_head(self.hidden_states(tokens, cache, pad_mask)).float()
+
+    def hidden_states(
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache | None = None,
+        pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The final normed hidden states (B, T, d_model) that `lm_head` reads (classifiers too).
+
+        Args:
+            tokens: (B, T) token ids; with a cache, the tokens that follow what it holds.
+            cache: from `init_cache`; read and updated in place (slots, positions).
+            pad_mask: (B, T) bool, True marks pad tokens: they do not advance their row's
+                position and are never attended. Logits at pad positions are meaningless.
+        """
+        B, T = tokens.shape
+        if cache is None and pad_mask is None:
+            if T > self.config.max_seq_len:
+                raise ConfigError(
+                    f"sequence of {T} tokens exceeds model.max_seq_len={self.config.max_seq_len}; "
+                    "use shorter sequences or a model with a larger max_seq_len"
+                )
+            positions, mask = None, None  # shared positions 0..T-1, plain causal attention
+        else:
+            positions, mask = self._positions_and_mask(tokens, cache, pad_mask)
+        x = self.tok_emb(tokens)  # (B, T, C)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + (self.pos_emb.weight[:T] if positions is None else self.pos_emb(positions))
+        elif positions is None:
+            rope = (self.rope_cos[:T], self.rope_sin[:T])  # (T, D), broadcast over B and H
+        else:
+            # (B, T, D) -> (B, 1, T, D), broadcast over heads
+            rope = (self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1))
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, rope, mask, cache)
+        if cache is not None:
+            cache.length += T
+        return self.norm(x)
+
+    def _positions_and_mask(
+        self, tokens: torch.Tensor, cache: KVCache | None, pad_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row positions (B, T) and the attention mask (B, 1, T, S); updates the cache's
+        slot validity and positions (its `length` advances after the blocks have appended)."""
+        B, T = tokens.shape
+        real = torch.ones_like(tokens, dtype=torch.bool) if pad_mask is None else ~pad_mask
+        if cache is None:
+            positions = positions_from_pads(real)
+            mask = padded_attention_mask(real, 0, T)
+            end = T
+        else:
+            start, end = cache.length, cache.length + T
+            if B != cache.batch_size or end > cache.max_len:
+                raise ConfigError(
+                    f"cache holds {cache.batch_size} rows x {cache.max_len} slots with "
+                    f"{start} used; cannot add {B} rows x {T} tokens (init_cache a larger one)"
+                )
+            cache.valid[:, start:end] = real
+            positions = positions_from_pads(real, cache.pos)
+            cache.pos += real.sum(dim=1)
+            mask = padded_attention_mask(cache.valid, start, T)
+        # A position never exceeds its slot index, so only a long cache needs the (syncing) check.
+        if end > self.config.max_seq_len and int(positions.max()) >= self.config.max_seq_len:
+            raise ConfigError(
+                f"a row reached position {int(positions.max())} but model.max_seq_len="
+                f"{self.config.max_seq_len}; generate fewer tokens or use shorter prompts"
+            )
+        return positions, mask
+
+    def init_cache(
+        self,
+        batch_size: int,
+        max_len: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """An empty KV cache for `batch_size` rows and `max_len` slots (default max_seq_len).
+
+        Slots count pads too, so `max_len` may exceed max_seq_len; positions may not. `dtype`
+        defaults to the autocast dtype when autocast is on for the device, else the weights'.
+        """
+        param = self.tok_emb.weight
+        device = torch.device(device) if device is not None else param.device
+        if dtype is None:
+            autocast_on = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast_on else param.dtype
+        cfg = self.config
+        return KVCache(
+            cfg.n_layers,
+            batch_size,
+            cfg.kv_heads,
+            cfg.head_dim,
+            max_len or cfg.max_seq_len,
+            device,
+            dtype,
+        )
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        """Parameter count (tied weights once). Without embeddings: minus tok_emb and pos_emb
+        (so a tied head is excluded, an untied lm_head is counted)."""
+        n = sum(p.numel() for p in self.parameters())
+        if not include_embeddings:
+            n -= self.tok_emb.weight.numel()
+            if self.pos_emb is not None:
+                n -= self.pos_emb.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token (forward + backward), PaLM appendix B / nanoGPT accounting:
+        6*N for every weight used in a matmul (N = non-embedding params, plus the head when it is
+        tied, since the head matmul happens either way) plus 12 * n_layers * d_model * seq_len for
+        the attention scores and weighted sum (counted over the full square, as PaLM does)."""
+        cfg = self.config
+        n = self.num_params(include_embeddings=False)
+        if cfg.tie_embeddings:
+            n += self.lm_head.weight.numel()
+        attention = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+        return 6 * n + attention
