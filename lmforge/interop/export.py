@@ -1,0 +1,137 @@
+"""`lmforge export RUN OUT`: a run's checkpoint as a Hugging Face model directory.
+
+Writes `config.json` (Llama or GPT-2), `model.safetensors`, `generation_config.json` and the
+tokenizer files into a temp dir that is renamed to OUT when complete. Needs no `transformers`:
+`interop/hf.py` translates config and weights, `interop/hf_tokenizer.py` the tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from lmforge.config import Section
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import ConfigError
+from lmforge.interop.hf import hf_family, to_hf_config, to_hf_state_dict
+from lmforge.interop.hf_tokenizer import write_hf_tokenizer
+from lmforge.models import GPTConfig
+from lmforge.verb import Flags, Verb
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ExportConfig(Section):
+    """The keys of `lmforge export`."""
+
+    run: str = Field(..., description="the run dir to export (written by train/finetune/import)")
+    out: str = Field(..., description="the Hugging Face model directory to create")
+    format: Literal["hf"] = Field("hf", description="output format: hf (transformers model dir)")
+    checkpoint: str = Field("latest", description="which checkpoint: latest | best | step_N")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype of the exported weights"
+    )
+
+
+def export_hf(
+    run_dir: str | Path,
+    out: str | Path,
+    checkpoint: str = "latest",
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> Path:
+    """Export `run_dir` at `checkpoint` to the HF model dir `out`; returns `out`."""
+    from lmforge.train.rundir import load_run
+
+    out = Path(out)
+    _check_out(out, overwrite)
+    loaded = load_run(run_dir, checkpoint=checkpoint, device="cpu")
+    cfg, model, tokenizer = loaded.model_config, loaded.model, loaded.tokenizer
+    family = hf_family(cfg)  # fails first, naming the option, before anything is written
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _write_model(tmp, model, cfg, tokenizer, dtype)
+        write_hf_tokenizer(tokenizer, tmp, model_max_length=cfg.max_seq_len)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported %s (%s, step %d) as a %s model", run_dir, checkpoint, loaded.step, family)
+    return out
+
+
+def _write_model(
+    directory: Path, model: torch.nn.Module, cfg: GPTConfig, tokenizer: Tokenizer, dtype: str
+) -> None:
+    from safetensors.torch import save_file
+
+    eot = tokenizer.eot_id
+    pad = tokenizer.pad_id
+    hf_config = to_hf_config(cfg, model.vocab_size, bos_id=eot, eos_id=eot, pad_id=pad)
+    hf_config["torch_dtype"] = dtype
+    state = to_hf_state_dict(model.state_dict(), cfg)
+    state = {k: v.to(_DTYPES[dtype]).contiguous() for k, v in state.items()}
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    generation = {
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        # Without a pad token HF's generate pads finished rows with end-of-text (and warns).
+        "pad_token_id": pad if pad is not None else eot,
+    }
+    _write_json(directory / "config.json", hf_config)
+    _write_json(directory / "generation_config.json", generation)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not overwrite:
+        raise ConfigError(f"{out} already exists; choose another out or pass --overwrite")
+    if not (out / "config.json").is_file():
+        raise ConfigError(
+            f"{out} exists and is not a Hugging Face model dir (no config.json); refusing to "
+            "replace it with --overwrite; choose another out"
+        )
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Rename the finished temp dir to `out`; an old `out` is moved aside first, then deleted."""
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run(cfg: ExportConfig, flags: Flags) -> int:
+    out = export_hf(cfg.run, cfg.out, cfg.checkpoint, cfg.dtype, overwrite=flags.overwrite)
+    files = ", ".join(sorted(p.name for p in out.iterdir()))
+    print(f"wrote {out}: {files}")
+    print(f"load it with: AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return 0
+
+
+VERB = Verb(
+    name="export",
+    summary="Export a run's checkpoint as a Hugging Face model dir (Llama or GPT-2 layout).",
+    config=ExportConfig,
+    run=run,
+    positionals=("run", "out"),
+    usage="lmforge export RUN OUT [checkpoint=latest|best|step_N] [dtype=float32] [--overwrite]",
+    flags=("--overwrite", "--debug", "--help"),
+)
