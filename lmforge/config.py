@@ -201,7 +201,8 @@ def describe_validation_error(
     value = err.get("input")
     msg = err["msg"].removeprefix("Value error, ")
     if isinstance(value, dict):  # a cross-field check on a whole section
-        return f"config section '{key}'{where}: {msg}{more}"
+        section = "config" if key == "<root>" else f"config section '{key}'"
+        return f"{section}{where}: {msg}{more}"
     shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
