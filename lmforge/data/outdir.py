@@ -1,0 +1,95 @@
+"""Writing a data dir safely: build in `<out>.tmp-<pid>`, rename when complete, no-op when current.
+
+An interrupted run leaves only a `.tmp-<pid>` dir, which no reader opens and the next run removes
+(when that process is gone). `out` itself appears only by rename, with `meta.json` already inside.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def check_existing(
+    out: Path, config_hash: str, fingerprint: str, overwrite: bool
+) -> dict[str, Any] | None:
+    """The existing meta when `out` is already this exact build; None when a build is needed.
+
+    Raises ConfigError when `out` holds a different build and `overwrite` is not set, and when it
+    is not a data dir at all (never deleted, even with `overwrite`).
+    """
+    if not out.exists():
+        return None
+    meta_path = out / "meta.json"
+    if not meta_path.is_file():
+        if out.is_dir() and not any(out.iterdir()):
+            return None
+        raise ConfigError(
+            f"out={out} exists and is not an lmforge data dir (no meta.json); choose another "
+            "out= or remove it"
+        )
+    if overwrite:
+        return None  # --overwrite always rebuilds, e.g. after shards were damaged
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        meta = {}
+    same_config = meta.get("config_hash") == config_hash
+    same_sources = meta.get("source_fingerprint") == fingerprint
+    if same_config and same_sources:
+        return meta
+    what = "config" if not same_config else "source files"
+    if not same_config and not same_sources:
+        what = "config and source files"
+    raise ConfigError(
+        f"data dir {out} was built with different {what}; pass --overwrite to rebuild it, or "
+        "choose another out="
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_tmp_dir(out: Path) -> Path:
+    """A fresh `<out>.tmp-<pid>`; leftovers of dead runs are removed first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f"{out.name}.tmp-*"):
+        pid_text = stale.name.rsplit("-", 1)[-1]
+        pid = int(pid_text) if pid_text.isdigit() else -1
+        if pid == os.getpid() or pid <= 0 or not _pid_alive(pid):
+            log.info("removing %s left by an interrupted run", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            raise DataError(
+                f"another lmforge prepare (pid {pid}) is writing {out}; wait for it or choose "
+                "another out="
+            )
+    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    return tmp
+
+
+def commit(tmp: Path, out: Path) -> None:
+    """Move the finished build into place; an older build at `out` is replaced."""
+    old = None
+    if out.exists():
+        old = out.parent / f"{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,426 @@
+"""`lmforge prepare`: raw text -> a data dir (tokenizer.json, meta.json, stats.json, shards).
+
+Two passes: read + clean every document into a spool (counting each step), then build the
+tokenizer (BPE trains on the spool) and tokenise the spool in parallel into shards. Everything is
+written into `<out>.tmp-<pid>` and renamed to `out` only when complete, so an interrupted run never
+leaves something a later run would take for a data dir. Same inputs + config again is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from lmforge.config import Section
+from lmforge.data import encode, sources
+from lmforge.data.clean import CleanConfig, Cleaner
+from lmforge.data.outdir import check_existing, commit, make_tmp_dir
+from lmforge.data.reader import DATA_FORMAT_VERSION
+from lmforge.data.shards import SplitWriter, dtype_for_vocab
+from lmforge.data.spool import SpoolWriter, read_spool
+from lmforge.data.tokenizer import (
+    Tokenizer,
+    TokenizerConfig,
+    build_tokenizer,
+    split_for_encoding,
+)
+from lmforge.errors import DataError
+from lmforge.progress import progress_bar
+from lmforge.verb import Flags, Verb
+
+log = logging.getLogger(__name__)
+
+# Keys that change where or how fast the data dir is built, never its bytes.
+_NOT_HASHED = ("out", "workers", "cache_dir")
+# Corpora below this many characters are tokenised in-process: spawning workers costs more.
+_PARALLEL_MIN_CHARS = 4_000_000
+
+
+class SplitConfig(Section):
+    val_fraction: float = Field(
+        0.1, description="share of documents for val (one-document corpora: the last share)"
+    )
+    seed: int = Field(1337, description="seed of the document split")
+
+    @field_validator("val_fraction")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0.0 <= value < 1.0:
+            raise ValueError("must be >= 0 and < 1 (e.g. 0.1)")
+        return value
+
+
+class PrepareConfig(Section):
+    """Configuration of `lmforge prepare`."""
+
+    source: str | list[str] = Field(
+        "pydocs", description="file, dir, glob, url:..., pydocs, or a list of them"
+    )
+    out: str | None = Field(None, description="data dir to write (default: data/<source name>)")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    encoding_errors: sources.EncodingErrors = Field(
+        "strict", description="bad UTF-8, NUL bytes: strict (error) | replace | skip (the file)"
+    )
+    jsonl_field: str = Field("text", description="JSONL: the field holding the text (a.b nests)")
+    workers: int = Field(0, description="tokenising processes; 0 = auto (1 for small corpora)")
+    shard_tokens: int = Field(100_000_000, description="max tokens per shard file")
+    cache_dir: str = Field("~/.cache/lmforge", description="where url: sources are downloaded")
+    pydocs_modules: int | None = Field(
+        None, description="pydocs: only the first N stdlib modules (quick runs)"
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        if not value or (isinstance(value, list) and not all(value)):
+            raise ValueError("give at least one source (a path, url:..., or pydocs)")
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _non_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be >= 0 (0 = auto)")
+        return value
+
+    @field_validator("shard_tokens")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be >= 1")
+        return value
+
+    @property
+    def source_specs(self) -> list[str]:
+        return [self.source] if isinstance(self.source, str) else list(self.source)
+
+    def source_options(self) -> sources.SourceOptions:
+        return sources.SourceOptions(
+            encoding_errors=self.encoding_errors,
+            jsonl_field=self.jsonl_field,
+            cache_dir=Path(self.cache_dir).expanduser(),
+            pydocs_limit=self.pydocs_modules,
+        )
+
+    def content_hash(self) -> str:
+        """Hash of every key that affects the output bytes."""
+        data = {k: v for k, v in self.model_dump(mode="json").items() if k not in _NOT_HASHED}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class PrepareResult:
+    out: Path
+    meta: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+    up_to_date: bool = False
+
+
+def default_out(specs: list[str]) -> str:
+    """`data/<name>` from the first source: `pydocs`, a file stem, or a generic stem's parent."""
+    spec = specs[0].removeprefix("url:").partition("#")[0]
+    if spec.startswith(("http://", "https://")):
+        spec = spec.split("://", 1)[1].rstrip("/")
+    parts = Path(spec).expanduser().parts
+    for i, part in enumerate(parts):
+        if set("*?[") & set(part):
+            parts = parts[:i]
+            break
+    if not parts:
+        return "data/corpus"
+    path = Path(*parts)
+    name = path.name.split(".")[0] if not path.is_dir() else path.name
+    if name.lower() in ("input", "train", "data", "corpus", "text", "all", "") and path.parent.name:
+        name = path.parent.name
+    return f"data/{name or 'corpus'}"
+
+
+# -------------------------------------------------------------------------------------------------
+
+
+def prepare(cfg: PrepareConfig, overwrite: bool = False) -> PrepareResult:
+    """Build the data dir `cfg` describes (or find it up to date); the library entry point."""
+    out = Path(cfg.out or default_out(cfg.source_specs))
+    options = cfg.source_options()
+    inputs = sources.resolve(cfg.source_specs, options)
+    fingerprint = _fingerprint(inputs, cfg)
+    existing = check_existing(out, cfg.content_hash(), fingerprint, overwrite)
+    if existing is not None:
+        return PrepareResult(out, existing, up_to_date=True)
+    tmp = make_tmp_dir(out)
+    try:
+        meta, stats = _build(cfg, inputs, options, tmp)
+        meta["source_fingerprint"] = fingerprint
+        _write_json(tmp / "stats.json", stats)
+        _write_json(tmp / "meta.json", meta)  # written last: its presence means complete
+        commit(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PrepareResult(out, meta, stats)
+
+
+def _fingerprint(inputs: list[sources.Input], cfg: PrepareConfig) -> str:
+    digest = hashlib.sha256(sources.fingerprint(inputs).encode())
+    if cfg.tokenizer.path:  # a gpt2/file tokenizer is an input too
+        path = Path(cfg.tokenizer.path).expanduser()
+        for item in sorted(path.iterdir()) if path.is_dir() else [path]:
+            if item.is_file():
+                stat = item.stat()
+                digest.update(f"{item.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def _build(
+    cfg: PrepareConfig, inputs: list[sources.Input], options: sources.SourceOptions, tmp: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    read_stats = sources.ReadStats()
+    cleaner = Cleaner(cfg.clean)
+    spool = SpoolWriter(tmp / "spool.bin")
+    try:
+        _clean_into(spool, sources.iter_documents(inputs, options, read_stats), cleaner)
+    finally:
+        spool.close()
+    _check_not_empty(cfg, read_stats, cleaner, spool)
+    timings["read_clean_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with progress_bar() as progress:
+        progress.add_task(f"building {cfg.tokenizer.kind} tokenizer", total=None)
+        tokenizer = build_tokenizer(cfg.tokenizer, _spool_texts(spool.path))
+    tokenizer.save(tmp / "tokenizer.json")
+    timings["tokenizer_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    tokens, shards, enc, workers = _tokenise(cfg, tokenizer, spool, tmp)
+    timings["tokenise_s"] = time.perf_counter() - start
+
+    val_mask = plan_split(spool.documents, cfg.split.val_fraction, cfg.split.seed)
+    split_docs = _split_documents(spool.documents, val_mask, cfg.split.val_fraction)
+    meta = _meta(cfg, tokenizer, tokens, split_docs, shards, cleaner)
+    stats = {
+        "read": {k: v for k, v in vars(read_stats).items() if k != "skipped"},
+        "skipped": read_stats.skipped[:100],
+        "clean": [s.as_dict() for s in cleaner.stats],
+        "unknown_tokens": enc.unknown,
+        "workers": workers,
+        "timings": timings,
+    }
+    return meta, stats
+
+
+def _tokenise(
+    cfg: PrepareConfig, tokenizer: Tokenizer, spool: SpoolWriter, tmp: Path
+) -> tuple[dict[str, int], dict[str, list[str]], encode.EncodeStats, int]:
+    """Spool -> train/val shards; returns tokens and shard names per split, stats, workers."""
+    dtype = dtype_for_vocab(tokenizer.vocab_size)
+    writers = {s: SplitWriter(tmp, s, dtype, cfg.shard_tokens) for s in ("train", "val")}
+    val_mask = plan_split(spool.documents, cfg.split.val_fraction, cfg.split.seed)
+    docs = _route(spool.path, val_mask, cfg.split.val_fraction)
+    workers = _resolve_workers(cfg.workers, spool.chars)
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task("tokenising (chars)", total=spool.chars)
+            enc = encode.encode_to_shards(
+                tokenizer,
+                encode.chunk_documents(docs, tokenizer.chunkable),
+                writers,
+                workers,
+                cfg.tokenizer.unknown,
+                on_progress=lambda n: progress.advance(task, n),
+            )
+    finally:
+        shards = {s: [p.name for p in w.close()] for s, w in writers.items()}
+    spool.path.unlink()
+    return {s: w.num_tokens for s, w in writers.items()}, shards, enc, workers
+
+
+def _clean_into(spool: SpoolWriter, docs: Iterator[sources.Document], cleaner: Cleaner) -> None:
+    with progress_bar() as progress:
+        task = progress.add_task("reading + cleaning (docs)", total=None)
+        for doc in docs:
+            text = cleaner(doc.text)
+            if text is not None:
+                spool.append(doc.name, text)
+            progress.advance(task)
+
+
+def _check_not_empty(
+    cfg: PrepareConfig, read: sources.ReadStats, cleaner: Cleaner, spool: SpoolWriter
+) -> None:
+    names = ", ".join(cfg.source_specs)
+    if read.documents == 0:
+        skipped = f" ({read.summary()})" if read.summary() else ""
+        raise DataError(f"no documents in source {names}{skipped}; check the source paths")
+    if spool.documents == 0:
+        worst = cleaner.biggest_filter()
+        which = f"; step '{worst.name}' removed {worst.docs_in - worst.docs_out}" if worst else ""
+        raise DataError(
+            f"all {read.documents} documents from {names} were filtered out{which}; relax the "
+            "clean.* settings (e.g. clean.min_chars)"
+        )
+
+
+def _spool_texts(path: Path) -> Iterator[str]:
+    # Chunked like tokenisation: BPE training then sees the same pre-tokens with bounded strings.
+    for _, text in read_spool(path):
+        yield from split_for_encoding(text, encode.CHUNK_CHARS)
+
+
+def plan_split(num_docs: int, val_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of val documents: a seeded random `val_fraction` of them (at least one).
+
+    A one-document corpus gets an all-False mask; `_route` then cuts its tail off instead.
+    """
+    mask = np.zeros(num_docs, dtype=bool)
+    if num_docs < 2 or val_fraction == 0.0:
+        return mask
+    count = min(num_docs - 1, max(1, round(num_docs * val_fraction)))
+    mask[np.random.default_rng(seed).permutation(num_docs)[:count]] = True
+    return mask
+
+
+def _route(
+    spool: Path, val_mask: np.ndarray, val_fraction: float
+) -> Iterator[tuple[str, str, str]]:
+    """(name, text, split) per document; a lone document is split at its last `val_fraction`."""
+    for i, (name, text) in enumerate(read_spool(spool)):
+        if len(val_mask) == 1 and val_fraction > 0.0:
+            cut = int(len(text) * (1.0 - val_fraction))  # nanoGPT's character cut
+            yield name, text[:cut], "train"
+            yield name, text[cut:], "val"
+        else:
+            yield name, text, "val" if val_mask[i] else "train"
+
+
+def _split_documents(num_docs: int, val_mask: np.ndarray, val_fraction: float) -> dict[str, int]:
+    if num_docs == 1 and val_fraction > 0.0:
+        return {"train": 1, "val": 1}
+    val = int(val_mask.sum())
+    return {"train": num_docs - val, "val": val}
+
+
+def _resolve_workers(workers: int, chars: int) -> int:
+    if workers:
+        return workers
+    if chars < _PARALLEL_MIN_CHARS:
+        return 1
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
+def _meta(
+    cfg: PrepareConfig,
+    tokenizer: Tokenizer,
+    tokens: dict[str, int],
+    documents: dict[str, int],
+    shards: dict[str, list[str]],
+    cleaner: Cleaner,
+) -> dict[str, Any]:
+    from lmforge import __version__
+
+    return {
+        "format_version": DATA_FORMAT_VERSION,
+        "lmforge_version": __version__,
+        "vocab_size": tokenizer.vocab_size,
+        "tokenizer_hash": tokenizer.hash,
+        "tokenizer_kind": tokenizer.kind,
+        "dtype": dtype_for_vocab(tokenizer.vocab_size).name,
+        "eot_id": tokenizer.eot_id,
+        "pad_id": tokenizer.pad_id,
+        "special_tokens": tokenizer.special_tokens,
+        "tokens": tokens,
+        "documents": documents,
+        "shards": shards,
+        "split": {
+            "by": "tail" if documents == {"train": 1, "val": 1} else "document",
+            "val_fraction": cfg.split.val_fraction,
+            "seed": cfg.split.seed,
+        },
+        "sources": cfg.source_specs,
+        "source_fingerprint": "",
+        "config": cfg.model_dump(mode="json"),
+        "config_hash": cfg.content_hash(),
+        "cleaning": [s.as_dict() for s in cleaner.stats],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+# -------------------------------------------------------------------------------------------------
+# CLI.
+
+
+def format_report(result: PrepareResult) -> str:
+    """The stdout report: the cleaning table (docs/bytes in and out per step) and a summary."""
+    meta, lines = result.meta, []
+    read = result.stats.get("read")
+    if read:
+        lines.append(
+            f"{'step':<16}{'docs in':>10}{'docs out':>10}{'bytes in':>14}{'bytes out':>14}"
+        )
+        lines.append(f"{'read':<16}{'':>10}{read['documents']:>10,}{'':>14}{read['bytes']:>14,}")
+        for step in result.stats["clean"]:
+            lines.append(
+                f"{step['name']:<16}{step['docs_in']:>10,}{step['docs_out']:>10,}"
+                f"{step['bytes_in']:>14,}{step['bytes_out']:>14,}"
+            )
+        notes = sources.ReadStats(**read).summary()
+        if notes:
+            lines.append(f"encoding_errors={meta['config']['encoding_errors']}: {notes}")
+        if result.stats.get("unknown_tokens"):
+            lines.append(f"characters mapped to <unk>: {result.stats['unknown_tokens']:,}")
+        lines.append("")
+    lines.append(f"data dir:  {result.out}")
+    lines.append(
+        f"tokenizer: {meta['tokenizer_kind']}, vocab {meta['vocab_size']:,} "
+        f"(<|endoftext|> = {meta['eot_id']}), {meta['dtype']} shards"
+    )
+    for split in ("train", "val"):
+        lines.append(
+            f"{split + ':':<10} {meta['tokens'][split]:,} tokens, "
+            f"{meta['documents'][split]:,} documents, {len(meta['shards'][split])} shard(s)"
+        )
+    return "\n".join(lines)
+
+
+def run(cfg: PrepareConfig, flags: Flags) -> int:
+    if cfg.out is None:
+        print(f"out not set; writing to {default_out(cfg.source_specs)}")
+    result = prepare(cfg, overwrite=flags.overwrite)
+    if result.up_to_date:
+        print(f"{result.out} is up to date (same sources and config); nothing to do")
+    print(format_report(result))
+    sys.stdout.flush()
+    return 0
+
+
+VERB = Verb(
+    name="prepare",
+    summary="Clean and tokenise raw text into a data dir (tokenizer.json, shards, meta.json).",
+    config=PrepareConfig,
+    run=run,
+    positionals=("source*",),
+    usage="lmforge prepare [RECIPE.toml] [SOURCE ...] [key=value ...] [--overwrite]",
+    flags=("--overwrite", "--debug", "--help"),
+)
