@@ -1,0 +1,180 @@
+"""SST-2 and TREC accuracy of a small GPT and a small LSTM: few-shot and fine-tuned, vs baselines.
+
+Pipeline (all through `lmforge.cli.main`, so every step is a command a user can rerun): prepare a
+BPE data dir from real English in the shared data (tinyshakespeare + Multi30k English train + the
+unlabelled SST-2/TREC training sentences), pretrain each model for a wall-clock budget, score
+0-shot and k-shot by likelihood, fine-tune a classifier (whole model, mean pooling), and do the
+same fine-tuning from an untrained model to show what pretraining buys. Prints a Markdown table
+and writes `benchmarks/results/eval_tasks.json`.
+Usage: `python benchmarks/eval_tasks.py [--quick] [--pretrain-seconds S] [--threads N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from lmforge.cli import main as lmforge
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHARED = Path(
+    os.environ.get("LMFORGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+TASKS = ("sst2", "trec")
+
+FULL = {
+    "vocab": 4096,
+    "gpt": ["model.kind=gpt", "model.n_layers=4", "model.d_model=256", "model.n_heads=4"]
+    + ["model.max_seq_len=256", "train.batch_size=32"],
+    "lstm": ["model.kind=lstm", "model.n_layers=2", "model.d_model=256", "model.d_hidden=512"]
+    + ["train.seq_len=128", "train.batch_size=32"],
+    "optim": ["optim.lr=1e-3", "schedule.warmup_steps=100"],
+    "finetune": ["classifier.epochs=6", "classifier.patience=4", "classifier.max_time=900"],
+    "shots": 4,
+    "limit": None,
+}
+QUICK = {
+    "vocab": 2000,
+    "gpt": ["model.kind=gpt", "model.n_layers=1", "model.d_model=64", "model.n_heads=2"]
+    + ["model.max_seq_len=128", "train.batch_size=16"],
+    "lstm": ["model.kind=lstm", "model.n_layers=1", "model.d_model=64", "model.d_hidden=128"]
+    + ["train.seq_len=64", "train.batch_size=16"],
+    "optim": ["optim.lr=3e-3", "schedule.warmup_steps=10"],
+    "finetune": ["classifier.epochs=1", "classifier.limit_train=2000", "classifier.max_time=30"]
+    + ["classifier.lr=3e-3"],
+    "shots": 2,
+    "limit": 200,
+}
+
+
+def run(args: list[str]) -> float:
+    """Run one lmforge command; return its wall time. A failure stops the benchmark."""
+    print("$ lmforge " + " ".join(args), flush=True)
+    start = time.perf_counter()
+    code = lmforge(args)
+    if code != 0:
+        raise SystemExit(f"command failed with exit code {code}: lmforge {' '.join(args)}")
+    return time.perf_counter() - start
+
+
+def build_corpus(work: Path) -> list[str]:
+    """Source files for `prepare`: two real corpora plus the unlabelled task training text."""
+    task_text = work / "task_sentences.txt"
+    with task_text.open("w", encoding="utf-8") as out:
+        for task in TASKS:
+            with (SHARED / task / "train.txt").open(encoding="utf-8") as f:
+                out.writelines(line.split(" ", 1)[1] for line in f)
+    return [
+        str(SHARED / "tinyshakespeare" / "input.txt"),
+        str(SHARED / "multi30k" / "train.en.gz"),
+        str(task_text),
+    ]
+
+
+def report(run_dir: Path, task: str) -> dict:
+    return json.loads((run_dir / "eval" / f"{task}.json").read_text(encoding="utf-8"))
+
+
+def evaluate_arch(arch: str, plan: dict, work: Path, data: Path, seconds: float) -> list[dict]:
+    rows: list[dict] = []
+    common = ["device=cpu", "seed=0", *plan["optim"], "eval.every=200", "eval.batches=10"]
+    pretrained, scratch = work / arch, work / f"{arch}-scratch"
+    budget = [f"train.max_time={seconds}", "train.max_steps=1000000"]
+    pretrain_s = run(["train", str(pretrained), f"data={data}", *plan[arch], *common, *budget])
+    run(["train", str(scratch), f"data={data}", *plan[arch], *common, "train.max_steps=1"])
+    run(["eval", str(pretrained)])
+    val = json.loads((pretrained / "eval" / "intrinsic.json").read_text())
+    limit = [f"limit={plan['limit']}"] if plan["limit"] else []
+    for task in TASKS:
+        for shots in (0, plan["shots"]):
+            seconds_used = run(["eval", str(pretrained), f"task={task}", f"shots={shots}", *limit])
+            rows.append(_row(arch, task, f"{shots}-shot", report(pretrained, task), seconds_used))
+        for start, label in ((pretrained, "finetuned"), (scratch, "finetuned (no pretraining)")):
+            out = work / f"{start.name}-{task}"
+            args = ["finetune", str(start), f"task={task}", f"out={out}", "device=cpu"]
+            seconds_used = run([*args, *plan["finetune"], "--overwrite"])
+            rows.append(_row(arch, task, label, report(out, task), seconds_used))
+    for row in rows:
+        row.update(pretrain_seconds=round(pretrain_s, 1), val_bits_per_byte=val["bits_per_byte"])
+    return rows
+
+
+def _row(arch: str, task: str, method: str, metrics: dict, seconds: float) -> dict:
+    return {
+        "model": arch,
+        "task": task,
+        "method": method,
+        "acc": metrics["acc"],
+        "macro_f1": metrics["macro_f1"],
+        "majority_acc": metrics["majority_acc"],
+        "n": metrics["n"],
+        "seconds": round(seconds, 1),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | task | method | acc | macro-F1 | majority | n | seconds |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['task']} | {r['method']} | {r['acc']:.3f} | "
+            f"{r['macro_f1']:.3f} | {r['majority_acc']:.3f} | {r['n']} | {r['seconds']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny models and budgets (smoke)")
+    parser.add_argument("--pretrain-seconds", type=float, help="per model (default 900; quick 20)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--workdir", default="/tmp/lmforge_eval_tasks", help="scratch dir")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    seconds = args.pretrain_seconds or (20.0 if args.quick else 900.0)
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by lmforge's set_threads
+    work = Path(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    data = work / "data"
+    sources = build_corpus(work)
+    run(
+        [
+            "prepare",
+            *sources,
+            f"out={data}",
+            "tokenizer.kind=bpe",
+            f"tokenizer.vocab_size={plan['vocab']}",
+        ]
+    )
+    rows = []
+    for arch in ("gpt", "lstm"):
+        rows += evaluate_arch(arch, plan, work, data, seconds)
+    print()
+    print(table(rows))
+    RESULTS.mkdir(exist_ok=True)
+    result = {
+        "benchmark": "eval_tasks",
+        "quick": args.quick,
+        "pretrain_seconds_budget": seconds,
+        "threads": torch.get_num_threads(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "torch": torch.__version__,
+        "plan": plan,
+        "rows": rows,
+    }
+    path = RESULTS / "eval_tasks.json"
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
