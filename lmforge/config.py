@@ -251,14 +251,15 @@ def describe_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, s
             continue
         default = "required" if field.is_required() else _show_default(field.get_default())
         rows.append((key, _type_name(field.annotation), default, field.description or ""))
-    # Keys of alternative sub-models (e.g. model.* of gpt and lstm) appear once each.
-    seen: set[str] = set()
-    unique = []
-    for row in rows:
-        if row[0] not in seen:
-            seen.add(row[0])
-            unique.append(row)
-    return unique
+    # Keys of alternative sub-models (e.g. model.* of gpt and lstm) appear once each; a key both
+    # define with different types (the `kind` tag) lists every type.
+    unique: dict[str, tuple[str, str, str, str]] = {}
+    for key, type_name, default, desc in rows:
+        if key in unique and type_name not in unique[key][1].split(" | "):
+            prev = unique[key]
+            unique[key] = (key, f"{prev[1]} | {type_name}", prev[2], prev[3])
+        unique.setdefault(key, (key, type_name, default, desc))
+    return list(unique.values())
 
 
 def _section_models(annotation: Any) -> list[type[BaseModel]]:
