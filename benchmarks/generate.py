@@ -1,0 +1,149 @@
+"""Decode speed of the 6-layer/384-wide GPT (vocab 65, random init): tokens/s at batch 1 and 8,
+with and without the KV cache, time to first token, and the memory-bandwidth bound measured in
+the same run (fp32 weight bytes / memcpy GB/s = tokens/s if each token read every weight once).
+
+GPT-2 style by default (learned positions, LayerNorm, GELU, biases, tied head: nanoGPT's
+Shakespeare-char model), `--style llama` for RoPE/RMSNorm/SwiGLU. Greedy decoding, no stop token.
+Usage: `python benchmarks/generate.py [--quick] [--threads N] [--new-tokens 500]`; idle machine.
+Writes `benchmarks/results/generate.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from lmforge.infer.generator import GenerationParams, GenerationStats, Generator
+from lmforge.models import GPTConfig, build_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VOCAB = 65
+PROMPT_TOKENS = 16
+
+
+def build(style: str, max_seq_len: int) -> torch.nn.Module:
+    common = {"n_layers": 6, "n_heads": 6, "d_model": 384, "max_seq_len": max_seq_len}
+    if style == "gpt2":
+        cfg = GPTConfig(
+            **common,
+            pos_emb="learned",
+            norm="layernorm",
+            mlp="gelu",
+            bias=True,
+            tie_embeddings=True,
+        )
+    else:
+        cfg = GPTConfig(**common)
+    torch.manual_seed(0)
+    return build_model(cfg, VOCAB).eval()
+
+
+def memcpy_gbps(megabytes: int = 256, repeats: int = 10) -> float:
+    """Bytes copied per second by a large tensor copy (the best of `repeats`)."""
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # fault the pages in
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    return src.numel() * 4 / best / 1e9
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights a decode step reads (a tied matrix once; learned positions: one row)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    if model.pos_emb is not None:
+        pos = model.pos_emb.weight
+        total -= (pos.size(0) - 1) * pos.size(1) * pos.element_size()
+    return total
+
+
+def decode(model: torch.nn.Module, batch: int, new_tokens: int, cache: bool) -> GenerationStats:
+    gen = torch.Generator().manual_seed(batch)
+    prompts = torch.randint(0, VOCAB, (batch, PROMPT_TOKENS), generator=gen).tolist()
+    params = GenerationParams(max_new_tokens=new_tokens, temperature=0, use_cache=cache)
+    job = Generator(model).start(prompts, params)
+    for _ in job:
+        pass
+    return job.stats
+
+
+def measure(model: torch.nn.Module, batch: int, new_tokens: int, cache: bool) -> dict:
+    decode(model, batch, min(new_tokens, 20), cache)  # warm-up (allocator, oneDNN kernels)
+    stats = decode(model, batch, new_tokens, cache)
+    return {
+        "batch": batch,
+        "cache": cache,
+        "new_tokens": new_tokens,
+        "tokens_per_s": stats.decode_tokens_per_s,
+        "tokens_per_s_per_row": stats.decode_tokens_per_s / batch,
+        "first_token_ms": stats.first_token_s * 1e3,
+        "total_s": stats.total_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few tokens, to check it runs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--new-tokens", type=int, default=500)
+    parser.add_argument("--style", choices=("gpt2", "llama"), default="gpt2")
+    parser.add_argument("--out", type=Path, help="JSON path (default results/generate.json)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    new_tokens = 24 if args.quick else args.new_tokens
+    model = build(args.style, max_seq_len=max(1024, PROMPT_TOKENS + new_tokens))
+    gbps = memcpy_gbps(64 if args.quick else 256)
+    nbytes = weight_bytes(model)
+    bound = gbps * 1e9 / nbytes
+    rows = []
+    with torch.inference_mode():
+        for cache in (True, False):
+            for batch in (1, 8):
+                uncached_tokens = new_tokens if args.quick else min(new_tokens, 200)
+                rows.append(measure(model, batch, new_tokens if cache else uncached_tokens, cache))
+    print(
+        f"GPT 6L/384 ({args.style}), {model.num_params():,} params, {nbytes / 1e6:.1f} MB fp32 "
+        f"weights; memcpy {gbps:.1f} GB/s -> bandwidth bound {bound:.0f} tokens/s at batch 1; "
+        f"{torch.get_num_threads()} threads"
+    )
+    print("| cache | batch | new tokens | tokens/s | per row | % of bound | first token ms |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        share = 100 * r["tokens_per_s_per_row"] / bound
+        print(
+            f"| {'yes' if r['cache'] else 'no'} | {r['batch']} | {r['new_tokens']} | "
+            f"{r['tokens_per_s']:.0f} | {r['tokens_per_s_per_row']:.0f} | {share:.0f}% | "
+            f"{r['first_token_ms']:.1f} |"
+        )
+    result = {
+        "model": f"gpt 6L/384 {args.style}",
+        "params": model.num_params(),
+        "weight_bytes": nbytes,
+        "memcpy_gbps": gbps,
+        "bandwidth_bound_tokens_per_s": bound,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "quick": args.quick,
+        "rows": rows,
+    }
+    # A smoke run's numbers mean nothing; keep them out of the results folder.
+    out = args.out or (
+        Path("/tmp/generate_quick.json") if args.quick else RESULTS / "generate.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

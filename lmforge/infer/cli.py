@@ -1,0 +1,252 @@
+"""`lmforge generate RUN "prompt" [key=value ...]`: continue text with a trained run.
+
+Stdout carries only the continuation, streamed as it is decoded (with `prompts=FILE`: one JSON
+object per line); statistics and notes go to stderr. The prompt is encoded exactly as the run's
+tokenizer.json encodes it (no hidden BOS/EOS); an empty prompt starts a new document (the
+end-of-text token). `-i` opens the interactive session of `interactive.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from pydantic import Field, field_validator
+
+from lmforge.config import Section
+from lmforge.errors import ConfigError, DataError
+from lmforge.infer.beam import beam_search
+from lmforge.infer.generator import GenerationParams, GenerationStats, Generator
+from lmforge.runtime import DeviceName, DtypeName, resolve_device, resolve_dtype, set_threads
+from lmforge.verb import Flags, Verb
+
+log = logging.getLogger(__name__)
+
+_ESCAPES = {"\\n": "\n", "\\t": "\t", "\\r": "\r"}
+
+
+class GenerateConfig(Section):
+    run: str | None = Field(None, description="run dir to generate with (positional)")
+    prompt: str | None = Field(
+        None, description="text to continue (positional; '' starts a document, '-' reads stdin)"
+    )
+    prompts: str | None = Field(
+        None,
+        description="file of prompts (.jsonl with a 'prompt' field, else one per line); "
+        "writes JSONL results to stdout",
+    )
+    max_new_tokens: int = Field(256, ge=1, description="tokens to generate per prompt")
+    temperature: float = Field(0.8, ge=0, description="sampling temperature (0: greedy)")
+    top_k: int | None = Field(None, ge=1, description="sample among the k likeliest tokens")
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="sample among the likeliest tokens holding this mass"
+    )
+    repetition_penalty: float = Field(
+        1.0, gt=0, description="> 1 discourages tokens already in the text (CTRL; 1: off)"
+    )
+    stop: list[str] = Field(
+        [],
+        description="stop at any of these strings (not printed); \\n and \\t are understood",
+    )
+    seed: int | None = Field(None, description="seed for sampling (unset: different each run)")
+    num_samples: int = Field(1, ge=1, description="continuations per prompt")
+    beam_size: int = Field(1, ge=1, description="> 1: beam search (deterministic, not streamed)")
+    checkpoint: str = Field("latest", description="which checkpoint: latest | best | step_N")
+    batch_size: int = Field(8, ge=1, description="prompts=FILE: prompts decoded together")
+    dtype: DtypeName = Field(
+        "float32", description="weights and cache precision: float32 | bfloat16 | float16"
+    )
+    device: DeviceName = Field("auto", description="auto | cpu | cuda | mps")
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list):
+            return value
+        return [_unescape(v) if isinstance(v, str) else v for v in values]
+
+    def params(self, stop_ids: tuple[int, ...]) -> GenerationParams:
+        return GenerationParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            stop_ids=stop_ids,
+            stop=tuple(self.stop),
+            seed=self.seed,
+        )
+
+
+def _unescape(text: str) -> str:
+    """`\\n` typed on a command line means a newline here (a shell passes it as two characters)."""
+    for escaped, char in _ESCAPES.items():
+        text = text.replace(escaped, char)
+    return text
+
+
+def run(cfg: GenerateConfig, flags: Flags) -> int:
+    from lmforge.train.rundir import load_run
+
+    if not cfg.run:
+        raise ConfigError('generate needs a run dir: lmforge generate runs/x "Once upon a time"')
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    loaded = load_run(cfg.run, cfg.checkpoint, device)
+    model = loaded.model.eval()
+    dtype = resolve_dtype(cfg.dtype)
+    if dtype != torch.float32:
+        model = model.to(dtype)  # weights in low precision: half the bytes read per token
+    tokenizer = loaded.tokenizer
+    generator = Generator(model, tokenizer)
+    params = cfg.params(stop_ids=(tokenizer.eot_id,))
+    if flags.interactive:
+        from lmforge.infer.interactive import run_repl
+
+        return run_repl(generator, params, cfg)
+    if cfg.prompts:
+        return _run_file(generator, params, cfg, sys.stdout)
+    if cfg.prompt is None:
+        raise ConfigError(
+            'give a prompt: lmforge generate runs/x "Once upon a time" (or -i, or prompts=FILE)'
+        )
+    prompt = sys.stdin.read() if cfg.prompt == "-" else cfg.prompt
+    return _run_one(generator, params, cfg, encode_prompt(tokenizer, prompt), sys.stdout)
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """The prompt's ids exactly as tokenizer.json encodes it; '' is the end-of-text token (the
+    boundary every document in the training data follows)."""
+    return tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
+
+
+def _run_one(
+    generator: Generator, params: GenerationParams, cfg: GenerateConfig, ids: list[int], out: TextIO
+) -> int:
+    if cfg.beam_size > 1:
+        for i, text in enumerate(beam_texts(generator, [ids], params, cfg.beam_size)):
+            _write(out, text if i == 0 else "\n\n" + text)
+        return 0
+    job = generator.start([ids], params, num_samples=cfg.num_samples, stream=True)
+    if cfg.num_samples == 1:
+        for _, delta in job:
+            _write(out, delta)
+    else:  # rows decode together; print each sample whole, in order
+        for _ in job:
+            pass
+        for i, completion in enumerate(job.completions):
+            print(f"--- sample {i + 1}/{cfg.num_samples} ---", file=sys.stderr, flush=True)
+            _write(out, completion.text if i == 0 else "\n\n" + completion.text)
+    _report(job.stats, out)
+    return 0
+
+
+def beam_texts(
+    generator: Generator, prompts: list[list[int]], params: GenerationParams, beam_size: int
+) -> list[str]:
+    """Beam search each prompt; text cut at the first stop string."""
+    results = beam_search(
+        generator.model, prompts, beam_size, params.max_new_tokens, params.stop_ids
+    )
+    texts = []
+    for result in results:
+        text = generator.tokenizer.decode(result.token_ids)
+        for stop in params.stop:
+            text = text.split(stop, 1)[0] if stop else text
+        texts.append(text)
+    return texts
+
+
+def _write(out: TextIO, text: str) -> None:
+    out.write(text)
+    out.flush()
+
+
+def _report(stats: GenerationStats, out: TextIO) -> None:
+    if out.isatty():
+        print(file=sys.stderr)  # the continuation has no final newline of its own
+    print(
+        f"[{stats.prompt_tokens} prompt tokens, {stats.new_tokens} new tokens, first token "
+        f"{stats.first_token_s * 1e3:.0f} ms, {stats.decode_tokens_per_s:.1f} tokens/s]",
+        file=sys.stderr,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# prompts=FILE -> JSONL
+
+
+def read_prompts(path: str | Path) -> list[dict[str, Any]]:
+    """Prompt records from a .jsonl file (objects with a 'prompt' field; other fields are passed
+    through) or a text file (each non-empty line is a prompt)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"prompts={path} does not exist; give a .jsonl or text file of prompts")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix != ".jsonl":
+        records = [{"prompt": line} for line in lines if line.strip()]
+    else:
+        records = [_parse_record(line, path, i + 1) for i, line in enumerate(lines) if line.strip()]
+    if not records:
+        raise DataError(f"{path} holds no prompts; write one prompt per line (or JSONL objects)")
+    return records
+
+
+def _parse_record(line: str, path: Path, number: int) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{number} is not valid JSON ({exc.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+        raise DataError(f'{path}:{number} needs a "prompt" string field, e.g. {{"prompt": "Hi"}}')
+    return record
+
+
+def _run_file(
+    generator: Generator, params: GenerationParams, cfg: GenerateConfig, out: TextIO
+) -> int:
+    records = read_prompts(cfg.prompts)
+    tokenizer = generator.tokenizer
+    for start in range(0, len(records), cfg.batch_size):
+        batch = records[start : start + cfg.batch_size]
+        ids = [encode_prompt(tokenizer, r["prompt"]) for r in batch]
+        if cfg.beam_size > 1:
+            texts = beam_texts(generator, ids, params, cfg.beam_size)
+            rows = [(r, 0, {"completion": t}) for r, t in zip(batch, texts, strict=True)]
+        else:
+            completions = generator.generate(ids, params, num_samples=cfg.num_samples)
+            rows = [
+                (batch[i // cfg.num_samples], i % cfg.num_samples, _fields(c))
+                for i, c in enumerate(completions)
+            ]
+        for record, sample, fields in rows:
+            line = {**record, "sample": sample, **fields}
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        out.flush()
+    log.info("generated for %d prompts from %s", len(records), cfg.prompts)
+    return 0
+
+
+def _fields(completion: Any) -> dict[str, Any]:
+    return {
+        "completion": completion.text,
+        "finish_reason": completion.finish_reason,
+        "new_tokens": len(completion.token_ids),
+    }
+
+
+VERB = Verb(
+    name="generate",
+    summary="Continue a prompt with a trained run (streamed to stdout), or open a session (-i).",
+    config=GenerateConfig,
+    run=run,
+    positionals=("run", "prompt"),
+    usage='lmforge generate RUN "PROMPT" [key=value ...] [-i]',
+    flags=("-i", "--debug", "--help"),
+)

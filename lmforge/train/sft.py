@@ -1,0 +1,278 @@
+"""Supervised fine-tuning (SFT) for generation tasks: the loss is on response tokens only.
+
+Each example is `prompt + response + <|endoftext|>`, the two parts encoded separately exactly as
+generation will see them (the prompt alone, then the model's continuation). Targets on prompt
+tokens and padding are IGNORE_INDEX. `SFTBatches` is a `BatchSource` for the ordinary `Trainer`, so
+SFT shares the pretraining loop, checkpoints, metrics and best-checkpoint tracking. The new run dir
+is written under a temp name and renamed when training finished; the test split is then scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lmforge.config import save_config
+from lmforge.errors import ConfigError
+from lmforge.eval.config import FinetuneConfig
+from lmforge.runtime import resolve_dtype, seed_everything
+from lmforge.train import checkpoint as ckpt
+from lmforge.train import distributed as dist_utils
+from lmforge.train import rundir
+from lmforge.train.config import (
+    CheckpointSection,
+    EvalSection,
+    InitSection,
+    OptimSection,
+    SampleSection,
+    ScheduleSection,
+    TrainConfig,
+    TrainSection,
+)
+from lmforge.train.loss import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from lmforge.eval.generation import Example, GenerationTask
+    from lmforge.train.rundir import LoadedRun
+    from lmforge.verb import Flags
+
+log = logging.getLogger(__name__)
+
+FINETUNE_CONFIG = "finetune.toml"
+LSTM_MAX_LEN = 512
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    prompt: list[int]
+    response: list[int]  # ends with the end-of-text id
+
+
+def encode_example(tokenizer: Any, example: Example, max_len: int) -> tuple[EncodedExample, bool]:
+    """Ids of one example, cropped to `max_len` input tokens; True when something was cut.
+
+    The prompt loses tokens from the left first (as generation crops a long prompt); only when
+    the response alone is too long is its end cut.
+    """
+    prompt = tokenizer.encode(example.prompt) or [tokenizer.eot_id]
+    response = [*tokenizer.encode(example.response), tokenizer.eot_id]
+    budget = max_len + 1  # inputs are all tokens but the last
+    if len(prompt) + len(response) <= budget:
+        return EncodedExample(prompt, response), False
+    response = response[: budget - 1]
+    prompt = prompt[-(budget - len(response)) :]
+    return EncodedExample(prompt, response), True
+
+
+def collate(examples: list[EncodedExample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded inputs (B, T) and targets (B, T); only response targets count."""
+    width = max(len(e.prompt) + len(e.response) for e in examples) - 1
+    x = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    y = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for i, e in enumerate(examples):
+        seq = torch.tensor(e.prompt + e.response, dtype=torch.long)
+        n = len(seq) - 1
+        x[i, :n] = seq[:-1]
+        # Target t is token t+1: a response token from position len(prompt) - 1 on.
+        y[i, len(e.prompt) - 1 : n] = seq[len(e.prompt) :]
+    return x, y
+
+
+class SFTBatches:
+    """A `BatchSource` of SFT examples: seeded shuffles per epoch (or fixed order), resumable by
+    step. One micro-batch per step; `seq_len` is the longest example (for throughput figures)."""
+
+    def __init__(
+        self, examples: list[EncodedExample], batch_size: int, seed: int, shuffle: bool, pad_id: int
+    ) -> None:
+        if not examples:
+            raise ConfigError("no SFT examples to train on; check the task's files")
+        self.examples, self.seed, self.shuffle, self.pad_id = examples, seed, shuffle, pad_id
+        self.batch_size = self.rows = min(batch_size, len(examples))
+        self.accum_steps = 1
+        self.seq_len = max(len(e.prompt) + len(e.response) for e in examples) - 1
+        self.step = 0
+        self._orders: dict[int, np.ndarray] = {}
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            n = len(self.examples)
+            rng = np.random.default_rng((self.seed, epoch))
+            self._orders = {epoch: rng.permutation(n) if self.shuffle else np.arange(n)}
+        return self._orders[epoch]
+
+    def next_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.examples)
+        start = self.step * self.batch_size
+        picked = [self._order(p // n)[p % n] for p in range(start, start + self.batch_size)]
+        self.step += 1
+        return [collate([self.examples[i] for i in picked], self.pad_id)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "seed": self.seed, "rows": self.rows, "n": len(self.examples)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+
+
+def sft_train_config(run: LoadedRun, cfg: FinetuneConfig, out: Path, n_train: int) -> TrainConfig:
+    """The TrainConfig of the SFT run: the source's model, the `sft.*` optimisation keys."""
+    s = cfg.sft
+    max_len = sft_max_len(run, cfg)
+    max_steps = s.max_steps
+    if max_steps is None and s.max_time is None:
+        max_steps = max(1, math.ceil(s.epochs * n_train / s.batch_size))
+    warmup = min(s.warmup_steps, max(0, (max_steps or s.warmup_steps) // 10))
+    eval_every = min(s.eval_every, max_steps) if max_steps else s.eval_every
+    return TrainConfig(
+        out=str(out),
+        seed=cfg.seed,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        model=run.model_config,
+        # `random` sampling: examples are independent, so an LSTM carries no state across rows.
+        train=TrainSection(
+            max_steps=max_steps,
+            max_time=s.max_time,
+            batch_size=s.batch_size,
+            seq_len=max_len,
+            sampling="random",
+            threads=cfg.threads,
+            print_every=max(1, min(100, eval_every)),
+        ),
+        optim=OptimSection(lr=s.lr, weight_decay=s.weight_decay),
+        schedule=ScheduleSection(kind="cosine", warmup_steps=warmup),
+        checkpoint=CheckpointSection(keep_last=1),
+        eval=EvalSection(every=eval_every, batches=s.eval_batches),
+        sample=SampleSection(every=0),
+        init=InitSection(**{"from": str(run.run_dir), "checkpoint": cfg.checkpoint}),
+    )
+
+
+def sft_max_len(run: LoadedRun, cfg: FinetuneConfig) -> int:
+    context = run.model.max_context
+    max_len = cfg.sft.max_len or context or LSTM_MAX_LEN
+    if context is not None and max_len > context:
+        raise ConfigError(
+            f"sft.max_len={max_len} exceeds the model's context ({context}); lower sft.max_len"
+        )
+    return max_len
+
+
+def encode_split(
+    task: GenerationTask, split: str, run: LoadedRun, cfg: FinetuneConfig, limit: int | None
+) -> list[EncodedExample]:
+    examples = task.examples(split, cfg.task)[:limit] if limit else task.examples(split, cfg.task)
+    max_len = sft_max_len(run, cfg)
+    encoded = [encode_example(run.tokenizer, e, max_len) for e in examples]
+    cropped = sum(cut for _, cut in encoded)
+    if cropped:
+        log.info("%d of %d %s examples cropped to %d tokens", cropped, len(encoded), split, max_len)
+    return [e for e, _ in encoded]
+
+
+def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flags: Flags) -> int:
+    """Fine-tune `run` on `task` into `cfg.out` with the Trainer; score the test split after."""
+    from lmforge.train.classifier_run import check_out
+    from lmforge.train.trainer import Trainer
+
+    out = check_out(cfg, flags)
+    env = dist_utils.detect()
+    if env.enabled:
+        raise ConfigError("finetune runs in one process; start it without torchrun")
+    seed_everything(cfg.seed)
+    train = encode_split(task, "train", run, cfg, cfg.sft.limit_train)
+    dev = encode_split(task, "dev", run, cfg, None)
+    config = sft_train_config(run, cfg, out, len(train))
+    device = next(run.model.parameters()).device
+    pad = run.tokenizer.eot_id
+    log.info(
+        "SFT %s on %s: %d train / %d dev examples, %s of training",
+        run.run_dir,
+        task.name,
+        len(train),
+        len(dev),
+        f"{config.max_steps} steps" if config.max_steps else f"{config.train.max_time:.0f} s",
+    )
+    from lmforge.train.optim import build_optimizer
+
+    model = run.model.train()
+    trainer = Trainer(
+        config,
+        _temp_dir(out),
+        model,
+        build_optimizer(model, config.optim, device),
+        SFTBatches(train, config.train.batch_size, cfg.seed, True, pad),
+        SFTBatches(dev, config.train.batch_size, cfg.seed, False, pad),
+        run.tokenizer,
+        device,
+        env,
+        dtype=resolve_dtype(cfg.dtype),
+    )
+    code = _train_into(trainer, run, cfg, flags, task.name)
+    if code != 0:
+        return code
+    _publish(trainer.out, out, flags)
+    if cfg.sft.evaluate:
+        _score_test(task, out, cfg, device)
+    return 0
+
+
+def _temp_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.tmp{os.getpid()}"
+
+
+def _train_into(trainer: Any, run: LoadedRun, cfg: FinetuneConfig, flags: Flags, task: str) -> int:
+    tmp = trainer.out
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_config(trainer.config, tmp / rundir.CONFIG_FILE)
+    save_config(cfg, tmp / FINETUNE_CONFIG)
+    run.tokenizer.save(tmp / rundir.TOKENIZER_FILE)
+    info = {"finetune": {"kind": "sft", "task": task, "init": str(run.run_dir), "step": run.step}}
+    rundir.write_run_info(tmp, flags.argv or None, str(trainer.device), info)
+    with rundir.RunLock(tmp):
+        code = trainer.fit()
+    if code != 0:
+        partial = tmp.with_name(f"{Path(cfg.out).name}.partial")
+        if partial.exists():
+            shutil.rmtree(partial)
+        tmp.rename(partial)
+        log.warning("fine-tuning stopped early; the partial run dir is %s", partial)
+    return code
+
+
+def _publish(tmp: Path, out: Path, flags: Flags) -> None:
+    """Move the finished run dir into place (replacing `out` only with --overwrite)."""
+    if out.exists():
+        if any(out.iterdir()):
+            if not flags.overwrite:
+                raise ConfigError(f"{out} appeared while training; the new run is in {tmp}")
+            rundir.remove_run_dir(out)
+        else:
+            out.rmdir()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    log.info("wrote %s", out)
+
+
+def _score_test(task: GenerationTask, out: Path, cfg: FinetuneConfig, device: torch.device) -> None:
+    from lmforge.eval.generation import evaluate_generation
+    from lmforge.eval.report import markdown_table
+    from lmforge.runtime import autocast
+
+    root = out / rundir.CHECKPOINTS_DIR
+    which = ckpt.BEST if ckpt.read_pointer(root, ckpt.BEST) else ckpt.LATEST
+    loaded = rundir.load_run(out, which, device)
+    with autocast(device, resolve_dtype(cfg.dtype)):
+        metrics = evaluate_generation(task, loaded, cfg.task, cfg.decode, cfg.sft.eval_limit)
+    print(markdown_table({out.name: metrics}, title=task.name))
