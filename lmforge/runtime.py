@@ -96,3 +96,27 @@ def malloc_tuning_hint() -> str | None:
         "tip: export GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
         " makes CPU training ~20% faster"
     )
+
+
+def tune_malloc() -> bool:
+    """Apply the GLIBC_TUNABLES settings above at run time, through glibc's `mallopt`.
+
+    Keeps large freed buffers in the heap instead of returning them to the kernel (no mmap for big
+    blocks, no trimming), so each training step stops faulting its activations back in. The cost
+    is that freed memory stays counted in RSS (the peak does not change). Returns True when
+    applied; False off glibc (macOS, musl) or when the user already set GLIBC_TUNABLES.
+    """
+    if os.name != "posix" or "GLIBC_TUNABLES" in os.environ:
+        return False
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    # mallopt's int argument caps the trim threshold at 2 GiB - 1, plenty to never trim.
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))

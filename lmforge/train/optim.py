@@ -1,0 +1,186 @@
+"""Optimizers with parameter groups: AdamW (decay / no-decay), SGD, and Muon + AdamW.
+
+Decay applies to matrices (2-D and up: linear and embedding weights, as in nanoGPT); biases and
+norm gains never decay. Muon (Jordan et al. 2024, `torch.optim.Muon`) orthogonalises the updates
+of 2-D hidden matrices only; embeddings, the output head, norms and biases stay on AdamW, as the
+Muon authors recommend (`Muon` below follows `torch.optim.Muon` but picks the Newton-Schulz
+dtype per device). Every group records `initial_lr` so the schedule can scale it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmforge.train.config import OptimSection
+
+log = logging.getLogger(__name__)
+
+_HEAD_NAMES = ("lm_head", "head", "classifier", "score")
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: matrices with weight decay, vectors (biases, norm gains) without."""
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
+    groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return [g for g in groups if g["params"]]
+
+
+def muon_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(hidden 2-D matrices for Muon, everything else for AdamW).
+
+    Embedding tables and the output head are 2-D but are lookups / a classifier, not hidden
+    transforms, so they go to AdamW; a tied head is the embedding and is seen once.
+    """
+    embedding_params = {
+        id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
+    }
+    hidden, rest = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_head = name.split(".")[-2:-1] and name.split(".")[-2] in _HEAD_NAMES
+        if param.dim() == 2 and id(param) not in embedding_params and not is_head:
+            hidden.append(param)
+        else:
+            rest.append(param)
+    return hidden, rest
+
+
+def build_optimizer(model: nn.Module, cfg: OptimSection, device: torch.device) -> Optimizer:
+    """The optimizer `cfg.name` names, over `model`'s trainable parameters."""
+    if cfg.name == "sgd":
+        groups = decay_groups(model, cfg.weight_decay)
+        opt: Optimizer = torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0
+        )
+    elif cfg.name == "adamw":
+        opt = _adamw(decay_groups(model, cfg.weight_decay), cfg, device)
+    else:
+        opt = MuonAdamW(model, cfg, device)
+    for group in opt.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    return opt
+
+
+def _adamw(
+    groups: list[dict[str, Any]], cfg: OptimSection, device: torch.device
+) -> torch.optim.AdamW:
+    # The fused kernel does the whole update in one pass (CPU and CUDA); foreach is the fallback.
+    fused = cfg.fused if cfg.fused is not None else device.type in ("cuda", "cpu")
+    kwargs: dict[str, Any] = {"fused": True} if fused else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **kwargs)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon: momentum SGD whose update is orthogonalised by a Newton-Schulz iteration.
+
+    Follows `torch.optim.Muon` (Keller Jordan's reference: Nesterov momentum, 5 quintic
+    Newton-Schulz steps, decoupled weight decay) with the `match_rms_adamw` scale (0.2 *
+    sqrt(max(rows, cols))), but runs the iteration in `ns_dtype`: torch's fixed bf16 is a
+    bottleneck on CPUs without native bf16 arithmetic.
+    """
+
+    def __init__(
+        self,
+        params: list[nn.Parameter],
+        lr: float,
+        weight_decay: float = 0.1,
+        momentum: float = 0.95,
+        ns_steps: int = 5,
+        ns_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum}
+        super().__init__(params, defaults)
+        self.ns_steps, self.ns_dtype = ns_steps, ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:  # noqa: ANN001 - torch's signature
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(param)
+                buf = state["momentum_buffer"]
+                buf.lerp_(param.grad, 1 - momentum)
+                update = param.grad.lerp(buf, momentum)  # Nesterov
+                ortho = orthogonalize(update, self.ns_steps, self.ns_dtype).to(param.dtype)
+                scale = 0.2 * math.sqrt(max(param.shape[0], param.shape[1]))
+                param.mul_(1 - lr * group["weight_decay"])
+                param.add_(ortho, alpha=-lr * scale)
+
+
+def orthogonalize(grad: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """Approximately U V^T of grad = U S V^T: the quintic Newton-Schulz iteration of Muon
+    (coefficients from Keller Jordan's reference, chosen for a steep slope at zero)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = grad.to(dtype)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T  # iterate on the wide side: the Gram matrix is the smaller one
+    x = x / x.norm().clamp(min=1e-7)  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+class MuonAdamW:
+    """Muon on hidden matrices plus AdamW on the rest, stepped together as one optimizer.
+
+    One object keeps the trainer, the schedule (`param_groups`) and checkpointing (`state_dict`)
+    unaware of the split. Muon's updates are RMS-matched to AdamW's (Liu et al. 2025,
+    "Muon is scalable"), so one learning rate and weight decay suit both groups.
+    """
+
+    def __init__(self, model: nn.Module, cfg: OptimSection, device: torch.device) -> None:
+        hidden, rest = muon_split(model)
+        self.optimizers: list[torch.optim.Optimizer] = []
+        if hidden:
+            muon = Muon(
+                hidden,
+                lr=cfg.muon_lr or cfg.lr,
+                weight_decay=cfg.weight_decay,
+                momentum=cfg.muon_momentum,
+                # bf16 Newton-Schulz is fast on GPUs and ~30x slow on CPUs without native bf16.
+                ns_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+            )
+            self.optimizers.append(muon)
+        if rest:
+            self.optimizers.append(
+                _adamw(decay_groups(nn.ParameterList(rest), cfg.weight_decay), cfg, device)
+            )
+        self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:  # noqa: ANN001 - torch's signature
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for opt, state in zip(self.optimizers, state_dict["optimizers"], strict=True):
+            opt.load_state_dict(state)
+        self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
+
+
+# What the trainer needs of an optimizer; MuonAdamW provides it without subclassing.
+Optimizer = torch.optim.Optimizer | MuonAdamW
