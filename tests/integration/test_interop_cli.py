@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from conftest import require
+from lmforge_testing import require
 
 from lmforge.cli import main
 from lmforge.data.tokenizer import EOT, build_char

@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from conftest import require
+from lmforge_testing import require
 
 from lmforge.data.tokenizer import EOT, build_byte
 from lmforge.eval.likelihood import pick, score_choices

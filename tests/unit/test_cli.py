@@ -1,4 +1,4 @@
-"""CLI grammar: recipe, positionals, overrides, `--`, flags, --help for every verb, one-line errors."""
+"""CLI grammar: recipe, positionals, overrides, `--`, flags, --help per verb, one-line errors."""
 
 from __future__ import annotations
 

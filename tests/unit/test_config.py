@@ -105,7 +105,7 @@ def test_not_an_override_is_rejected():
 
 
 def test_recipe_inheritance_and_override_precedence(tmp_path: Path):
-    (tmp_path / "base.toml").write_text('steps = 5\n[optim]\nlr = 0.1\nbetas = [0.8, 0.9]\n')
+    (tmp_path / "base.toml").write_text("steps = 5\n[optim]\nlr = 0.1\nbetas = [0.8, 0.9]\n")
     (tmp_path / "child.toml").write_text('inherit = "base.toml"\n[optim]\nlr = 0.2\n')
     cfg = build_config(_Cfg, tmp_path / "child.toml", ["steps=6"])
     assert cfg.steps == 6 and cfg.optim.lr == 0.2 and cfg.optim.betas == [0.8, 0.9]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from conftest import require
+from lmforge_testing import require
 
 from lmforge.data.tokenizer import EOT, Tokenizer, build_char
 from lmforge.interop.hf_tokenizer import write_hf_tokenizer

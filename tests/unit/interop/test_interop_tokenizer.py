@@ -8,7 +8,7 @@ import json
 import pytest
 import tokenizers
 from _interop_support import TEXT, transformers_module
-from conftest import require
+from lmforge_testing import require
 from tokenizers import models, pre_tokenizers, processors
 
 from lmforge.data.tokenizer import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 
 import torch
-from conftest import require
+from lmforge_testing import require
 
 from lmforge.models import GPTConfig, build_model
 
