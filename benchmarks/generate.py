@@ -1,6 +1,7 @@
 """Decode speed of the 6-layer/384-wide GPT (vocab 65, random init): tokens/s at batch 1 and 8,
 with and without the KV cache, time to first token, and the memory-bandwidth bound measured in
-the same run (fp32 weight bytes / memcpy GB/s = tokens/s if each token read every weight once).
+the same run (fp32 weight bytes / memcpy GB/s = tokens/s if each token read every weight once),
+and the time of the step's matrix multiplies alone (the floor of any eager fp32 decode step).
 
 GPT-2 style by default (learned positions, LayerNorm, GELU, biases, tied head: nanoGPT's
 Shakespeare-char model), `--style llama` for RoPE/RMSNorm/SwiGLU. Greedy decoding, no stop token.
@@ -65,6 +66,21 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return total
 
 
+def matmul_floor_ms(model: torch.nn.Module, batch: int, repeats: int = 20) -> float:
+    """Milliseconds of one decode step's matmuls alone: every nn.Linear once on `batch` rows, the
+    weights streamed from memory as in decoding (the median of `repeats`)."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = {n: torch.randn(batch, n) for n in {m.in_features for m in linears}}
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 2):
+            start = time.perf_counter()
+            for m in linears:
+                m(inputs[m.in_features])
+            times.append(time.perf_counter() - start)
+    return sorted(times[2:])[repeats // 2] * 1e3
+
+
 def decode(model: torch.nn.Module, batch: int, new_tokens: int, cache: bool) -> GenerationStats:
     gen = torch.Generator().manual_seed(batch)
     prompts = torch.randint(0, VOCAB, (batch, PROMPT_TOKENS), generator=gen).tolist()
@@ -104,6 +120,7 @@ def main() -> None:
     gbps = memcpy_gbps(64 if args.quick else 256)
     nbytes = weight_bytes(model)
     bound = gbps * 1e9 / nbytes
+    floor_ms = {batch: matmul_floor_ms(model, batch, 5 if args.quick else 20) for batch in (1, 8)}
     rows = []
     with torch.inference_mode():
         for cache in (True, False):
@@ -114,6 +131,10 @@ def main() -> None:
         f"GPT 6L/384 ({args.style}), {model.num_params():,} params, {nbytes / 1e6:.1f} MB fp32 "
         f"weights; memcpy {gbps:.1f} GB/s -> bandwidth bound {bound:.0f} tokens/s at batch 1; "
         f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"matmuls alone: {floor_ms[1]:.2f} ms/step at batch 1 (<= {1e3 / floor_ms[1]:.0f} "
+        f"tokens/s), {floor_ms[8]:.2f} ms/step at batch 8 (<= {8e3 / floor_ms[8]:.0f} tokens/s)"
     )
     print("| cache | batch | new tokens | tokens/s | per row | % of bound | first token ms |")
     print("|---|---|---|---|---|---|---|")
@@ -130,6 +151,7 @@ def main() -> None:
         "weight_bytes": nbytes,
         "memcpy_gbps": gbps,
         "bandwidth_bound_tokens_per_s": bound,
+        "matmul_floor_ms": {str(b): ms for b, ms in floor_ms.items()},
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),

@@ -40,6 +40,8 @@ class KVCache:
         valid: (B, max_len) bool, True where a slot holds a real token (False: pad or empty).
         pos: (B,) long, the position the next real token of each row will get.
         length: slots used so far (the same for every row; pads occupy slots too).
+        has_pads: whether any slot holds a pad. While not, every row's position equals `length`,
+            so the model takes its mask-free path with shared positions.
     """
 
     def __init__(
@@ -58,6 +60,14 @@ class KVCache:
         self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
         self.pos = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.length = 0
+        self.has_pads = False
+        self._split_layers()
+
+    def _split_layers(self) -> None:
+        # Per-layer views: a decode step then indexes a list instead of dispatching a select.
+        # (Plain indexing, not unbind: unbind's views refuse in-place writes under autograd.)
+        self.k_layers = [self.k[i] for i in range(self.k.size(0))]
+        self.v_layers = [self.v[i] for i in range(self.v.size(0))]
 
     @property
     def batch_size(self) -> int:
@@ -69,11 +79,14 @@ class KVCache:
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Store new keys/values (B, Hkv, T, D) after the used slots; return all slots so far."""
-        end = self.length + k.size(2)
-        self.k[layer, :, :, self.length : end] = k
-        self.v[layer, :, :, self.length : end] = v
-        # A cache made in another dtype than autocast's still works, at the price of a cast.
-        return self.k[layer, :, :, :end].to(k.dtype), self.v[layer, :, :, :end].to(v.dtype)
+        start, end = self.length, self.length + k.size(2)
+        k_all, v_all = self.k_layers[layer][:, :, :end], self.v_layers[layer][:, :, :end]
+        k_all[:, :, start:] = k
+        v_all[:, :, start:] = v
+        if k_all.dtype != k.dtype:
+            # A cache made in another dtype than autocast's still works, at the price of a cast.
+            k_all, v_all = k_all.to(k.dtype), v_all.to(v.dtype)
+        return k_all, v_all
 
     def reorder_(self, index: torch.Tensor) -> None:
         """Reorder or drop batch rows in place (beam search, finished rows): row i <- index[i]."""
@@ -81,6 +94,7 @@ class KVCache:
         self.v = self.v.index_select(1, index)
         self.valid = self.valid.index_select(0, index)
         self.pos = self.pos.index_select(0, index)
+        self._split_layers()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,14 +106,19 @@ def attend(
 ) -> torch.Tensor:
     """Scaled dot-product attention: q (B, H, T, D), k/v (B, Hkv, S, D) -> (B, H, T, D).
 
-    `mask is None` means plain causal attention over T == S (the fast training path); otherwise
-    `mask` is a bool (B, 1, T, S), True = may attend. Scale is 1/sqrt(D), as Llama and GPT-2 use.
+    `mask is None`: causal, the T queries being the last T of the S keys (T == S in training;
+    T == 1 when decoding: every key, no mask). Else `mask` is a bool (B, 1, T, S), True = may
+    attend. Scale is 1/sqrt(D), as Llama and GPT-2 use.
     """
+    T, S = q.size(2), k.size(2)
     gqa = q.size(1) != k.size(1)
-    if mask is None:
+    # Python branches, not a computed is_causal, so that torch.compile sees plain bools.
+    if mask is None and T == S:
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=gqa
         )
+    if mask is None and T > 1:  # a chunk after cached tokens: SDPA's is_causal aligns top-left
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa
     )
@@ -181,8 +200,12 @@ class Block(nn.Module):
         mask: torch.Tensor | None,
         cache: KVCache | None,
     ) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.attn_norm(x), rope, mask, cache))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
+        x = x + self._drop(self.attn(self.attn_norm(x), rope, mask, cache))
+        return x + self._drop(self.mlp(self.mlp_norm(x)))
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        # Dropout is the identity in eval; not calling the module saves per-token decode time.
+        return self.drop(x) if self.training else x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,60 +366,86 @@ class GPT(nn.Module):
             pad_mask: (B, T) bool, True marks pad tokens: they do not advance their row's
                 position and are never attended. Logits at pad positions are meaningless.
         """
-        B, T = tokens.shape
-        if cache is None and pad_mask is None:
-            if T > self.config.max_seq_len:
-                raise ConfigError(
-                    f"sequence of {T} tokens exceeds model.max_seq_len={self.config.max_seq_len}; "
-                    "use shorter sequences or a model with a larger max_seq_len"
-                )
-            positions, mask = None, None  # shared positions 0..T-1, plain causal attention
+        T = tokens.size(1)
+        start = 0 if cache is None else cache.length
+        if cache is not None and pad_mask is not None and not cache.has_pads:
+            # One host read per padded call until a pad shows up: unpadded caches stay fast.
+            cache.has_pads = bool(pad_mask.any())
+        padded = pad_mask is not None if cache is None else cache.has_pads
+        if not padded:
+            # Only real tokens: every row is at positions start..start+T-1 and attention is
+            # plainly causal, so no per-row positions and no mask (training and most decoding).
+            self._check_room(tokens, cache)
+            self._check_positions(start + T - 1, cache)
+            if cache is not None:
+                cache.valid[:, start : start + T] = True
+                cache.pos += T
+            positions, mask = None, None
         else:
             positions, mask = self._positions_and_mask(tokens, cache, pad_mask)
         x = self.tok_emb(tokens)  # (B, T, C)
         rope = None
         if self.pos_emb is not None:
-            x = x + (self.pos_emb.weight[:T] if positions is None else self.pos_emb(positions))
+            shared = self.pos_emb.weight[start : start + T]  # (T, C), broadcast over B
+            x = x + (shared if positions is None else self.pos_emb(positions))
         elif positions is None:
-            rope = (self.rope_cos[:T], self.rope_sin[:T])  # (T, D), broadcast over B and H
+            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])  # (T, D)
         else:
             # (B, T, D) -> (B, 1, T, D), broadcast over heads
             rope = (self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1))
-        x = self.drop(x)
+        if self.training:  # dropout is the identity in eval; skip the call (decode time)
+            x = self.drop(x)
         for block in self.blocks:
             x = block(x, rope, mask, cache)
         if cache is not None:
             cache.length += T
         return self.norm(x)
 
+    def _check_room(self, tokens: torch.Tensor, cache: KVCache | None) -> None:
+        """Raise unless `tokens` (B, T) fit the cache's rows and free slots."""
+        if cache is None:
+            return
+        (B, T), used = tokens.shape, cache.length
+        if B != cache.batch_size or used + T > cache.max_len:
+            raise ConfigError(
+                f"cache holds {cache.batch_size} rows x {cache.max_len} slots with "
+                f"{used} used; cannot add {B} rows x {T} tokens (init_cache a larger one)"
+            )
+
+    def _check_positions(self, last: int, cache: KVCache | None) -> None:
+        """Raise if a row's last position `last` is beyond the model's position range."""
+        limit = self.config.max_seq_len
+        if last >= limit and cache is None:
+            raise ConfigError(
+                f"sequence of {last + 1} tokens exceeds model.max_seq_len={limit}; "
+                "use shorter sequences or a model with a larger max_seq_len"
+            )
+        if last >= limit:
+            raise ConfigError(
+                f"a row reached position {last} but model.max_seq_len={limit}; "
+                "generate fewer tokens or use shorter prompts"
+            )
+
     def _positions_and_mask(
         self, tokens: torch.Tensor, cache: KVCache | None, pad_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row positions (B, T) and the attention mask (B, 1, T, S); updates the cache's
         slot validity and positions (its `length` advances after the blocks have appended)."""
-        B, T = tokens.shape
+        T = tokens.size(1)
+        self._check_room(tokens, cache)
         real = torch.ones_like(tokens, dtype=torch.bool) if pad_mask is None else ~pad_mask
         if cache is None:
             positions = positions_from_pads(real)
             mask = padded_attention_mask(real, 0, T)
-            end = T
         else:
-            start, end = cache.length, cache.length + T
-            if B != cache.batch_size or end > cache.max_len:
-                raise ConfigError(
-                    f"cache holds {cache.batch_size} rows x {cache.max_len} slots with "
-                    f"{start} used; cannot add {B} rows x {T} tokens (init_cache a larger one)"
-                )
-            cache.valid[:, start:end] = real
+            start = cache.length
+            cache.valid[:, start : start + T] = real
             positions = positions_from_pads(real, cache.pos)
             cache.pos += real.sum(dim=1)
             mask = padded_attention_mask(cache.valid, start, T)
         # A position never exceeds its slot index, so only a long cache needs the (syncing) check.
-        if end > self.config.max_seq_len and int(positions.max()) >= self.config.max_seq_len:
-            raise ConfigError(
-                f"a row reached position {int(positions.max())} but model.max_seq_len="
-                f"{self.config.max_seq_len}; generate fewer tokens or use shorter prompts"
-            )
+        if (0 if cache is None else cache.length) + T > self.config.max_seq_len:
+            self._check_positions(int(positions.max()), cache)
         return positions, mask
 
     def init_cache(

@@ -21,6 +21,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype == torch.float32:
+            # One fused op; in fp32 it computes what HF does (normalise, then scale).
+            return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
         # Normalise in fp32 even under autocast (bf16 sums of squares lose too much), then scale
         # in the input dtype, which is the order HF's LlamaRMSNorm uses.
         normed = F.rms_norm(x.float(), (x.size(-1),), eps=self.eps).to(x.dtype)
@@ -40,32 +43,33 @@ def build_norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables, each (max_seq_len, head_dim), in HF's rotate-half layout.
+    """cos and signed sin tables, each (max_seq_len, head_dim), in HF's rotate-half layout.
 
     Frequencies follow RoFormer (Su et al. 2021): inv_freq_i = theta^(-2i/head_dim). Each table
     repeats its half, `cat(freqs, freqs)`, because rotate-half pairs dimension i with i + D/2
     (HF's layout) rather than interleaved neighbours (the paper's and Meta's original layout).
+    The sin table's first half is negated, which lets `apply_rope` rotate with one `roll`.
     """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     t = torch.arange(max_seq_len, dtype=torch.float32)
     freqs = torch.outer(t, inv_freq)  # (T, D/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (T, D/2) -> (T, D)
-    return emb.cos(), emb.sin()
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    sign = torch.ones(head_dim)
+    sign[: head_dim // 2] = -1.0
+    return emb.cos(), emb.sin() * sign
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate queries or keys x (B, H, T, D) by position; cos/sin broadcast to it.
+    """Rotate queries or keys x (B, H, T, D) by position; cos/sin from `rope_tables` broadcast.
 
     cos/sin are (T, D) for shared positions or (B, 1, T, D) for per-row positions. They are cast to
     x's dtype first so that autocast's bf16 q/k stay bf16 (an fp32 table would promote them).
+    HF's `x * cos + rotate_half(x) * sin`, with rotate_half(x) = cat(-x2, x1): rolling x by D/2
+    gives cat(x2, x1) and the signed sin table supplies the minus, the same numbers in fewer ops.
     """
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return x * cos + _rotate_half(x) * sin
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return x * cos + x.roll(x.size(-1) // 2, dims=-1) * sin
 
 
 def padded_attention_mask(valid: torch.Tensor, start: int, n_new: int) -> torch.Tensor:

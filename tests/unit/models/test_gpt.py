@@ -91,6 +91,25 @@ def test_left_padded_batch_matches_each_prompt_alone(overrides):
     assert cache.pos.tolist() == [n + n_new for n in lengths]
 
 
+@pytest.mark.parametrize("overrides", SETTINGS[:3])
+def test_unpadded_cache_fast_path_matches_the_masked_path(overrides):
+    # A cache without pads skips per-row positions and masks; forcing `has_pads` takes the
+    # general path, which must give the same logits and the same cache state.
+    model = make(**overrides)
+    tokens = torch.randint(0, VOCAB, (2, 10))
+    fast, general = model.init_cache(2), model.init_cache(2)
+    general.has_pads = True
+    outs = []
+    for cache in (fast, general):
+        first = model(tokens[:, :6], cache=cache, pad_mask=torch.zeros(2, 6, dtype=torch.bool))
+        rest = [model(tokens[:, t : t + 1], cache=cache) for t in range(6, 10)]
+        outs.append(torch.cat([first, *rest], dim=1))
+    assert not fast.has_pads
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-6)
+    assert fast.pos.tolist() == general.pos.tolist() == [10, 10]
+    assert torch.equal(fast.valid, general.valid) and fast.length == general.length == 10
+
+
 def test_finished_row_can_be_paused_with_pad_mask():
     model = make()
     tokens = torch.randint(0, VOCAB, (2, 6))
