@@ -39,7 +39,7 @@ class DemoConfig(Section):
 
 def run(cfg: DemoConfig, flags: Flags) -> int:
     start = time.perf_counter()
-    data_dir = _prepare(cfg)
+    data_dir = _prepare(cfg, flags.overwrite)
     out = _train(cfg, data_dir, flags)
     if out is None:
         return 1
@@ -51,14 +51,13 @@ def run(cfg: DemoConfig, flags: Flags) -> int:
     return 0
 
 
-def _prepare(cfg: DemoConfig) -> Path:
+def _prepare(cfg: DemoConfig, overwrite: bool) -> Path:
     from lmforge.data.prepare import PrepareConfig, format_report, prepare
 
     print(f"[1/3] prepare: built-in corpus 'pydocs' -> {cfg.data} (BPE tokenizer, 4096 tokens)")
     t0 = time.perf_counter()
-    result = prepare(
-        PrepareConfig(source="pydocs", out=cfg.data, pydocs_modules=cfg.pydocs_modules)
-    )
+    prep = PrepareConfig(source="pydocs", out=cfg.data, pydocs_modules=cfg.pydocs_modules)
+    result = prepare(prep, overwrite=overwrite)
     if result.up_to_date:
         print(f"      {cfg.data} is up to date; reusing it")
     else:

@@ -107,6 +107,7 @@ class Muon(torch.optim.Optimizer):
     def step(self, closure=None) -> None:  # noqa: ANN001 - torch's signature
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
+            by_shape: dict[torch.Size, list[tuple[nn.Parameter, torch.Tensor]]] = {}
             for param in group["params"]:
                 if param.grad is None:
                     continue
@@ -116,25 +117,30 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(param.grad, 1 - momentum)
                 update = param.grad.lerp(buf, momentum)  # Nesterov
-                ortho = orthogonalize(update, self.ns_steps, self.ns_dtype).to(param.dtype)
-                scale = 0.2 * math.sqrt(max(param.shape[0], param.shape[1]))
-                param.mul_(1 - lr * group["weight_decay"])
-                param.add_(ortho, alpha=-lr * scale)
+                by_shape.setdefault(param.shape, []).append((param, update))
+            for shape, items in by_shape.items():
+                # One batched iteration per shape: many small matmuls are slow on CPU.
+                updates = torch.stack([u for _, u in items]).to(self.ns_dtype)
+                ortho = orthogonalize(updates, self.ns_steps)
+                scale = 0.2 * math.sqrt(max(shape[0], shape[1]))
+                for (param, _), o in zip(items, ortho, strict=True):
+                    param.mul_(1 - lr * group["weight_decay"])
+                    param.add_(o.to(param.dtype), alpha=-lr * scale)
 
 
-def orthogonalize(grad: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
-    """Approximately U V^T of grad = U S V^T: the quintic Newton-Schulz iteration of Muon
-    (coefficients from Keller Jordan's reference, chosen for a steep slope at zero)."""
+def orthogonalize(grad: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately U V^T of each grad = U S V^T: the quintic Newton-Schulz iteration of Muon
+    (coefficients from Keller Jordan's reference, chosen for a steep slope at zero).
+    grad (..., m, n) -> (..., m, n), in grad's dtype."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = grad.to(dtype)
-    tall = x.size(0) > x.size(1)
-    if tall:
-        x = x.T  # iterate on the wide side: the Gram matrix is the smaller one
-    x = x / x.norm().clamp(min=1e-7)  # spectral norm <= Frobenius norm <= 1
+    tall = grad.size(-2) > grad.size(-1)
+    x = grad.mT if tall else grad  # iterate on the wide side: the Gram matrix is the smaller one
+    # Frobenius norm >= spectral norm, so every singular value starts <= 1.
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)
     for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x.T if tall else x
+        gram = x @ x.mT  # (..., m, m)
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x.mT if tall else x
 
 
 class MuonAdamW:

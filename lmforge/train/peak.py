@@ -64,15 +64,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_tflops(device: torch.device, dtype: torch.dtype, threads: int) -> float:
-    """The cached peak for this device/dtype/threads, measuring it (about a second) if absent."""
+def peak_tflops(
+    device: torch.device, dtype: torch.dtype, threads: int, refresh: bool = False
+) -> float:
+    """The cached peak for this device/dtype/threads, measuring it (about a second) if absent
+    or `refresh` (a peak measured while other processes were busy is too low)."""
     key = f"{device_name(device)}|{device.type}|{dtype}|threads={threads}|torch={torch.__version__}"
     path = cache_dir() / "peak_flops.json"
     try:
         table = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         table = {}
-    if key in table:
+    if key in table and not refresh:
         return float(table[key])
     log.info("measuring the %s matmul peak for MFU (once per machine)...", str(dtype)[6:])
     value = measure_matmul_tflops(device, dtype)

@@ -91,6 +91,7 @@ class Trainer:
         self.sink: MetricsSink = NullSink()
         self.display = TrainDisplay(config.max_steps, self.state.step, enabled=env.is_main)
         self.peak: float | None = None
+        self._peak_refreshed = False
         self._byte_lengths = byte_lengths(tokenizer)
         self._window_start = (0.0, self.state.step)
         self._step_time = 0.0  # seconds inside train_step (tokens/s excludes eval and saving)
@@ -181,10 +182,14 @@ class Trainer:
         )
 
     def _progress(self) -> float:
-        """Fraction of the budget spent: time when `train.max_time` is set, else steps."""
+        """Fraction of the budget spent: steps / max_steps or time / max_time, whichever is
+        further along (the run ends when either is spent, so the schedule follows that one)."""
+        fractions = [0.0]
+        if self.config.max_steps is not None:
+            fractions.append(self.state.step / self.config.max_steps)
         if self.config.train.max_time is not None:
-            return self.state.elapsed_s / self.config.train.max_time
-        return self.state.step / self.config.max_steps
+            fractions.append(self.state.elapsed_s / self.config.train.max_time)
+        return max(fractions)
 
     def _done(self) -> bool:
         max_steps, max_time = self.config.max_steps, self.config.train.max_time
@@ -218,8 +223,7 @@ class Trainer:
         tokens_per_s = steps * self.tokens_per_step / max(self._step_time - start, 1e-9)
         row = {"step": self.state.step, **stats, "tokens_per_s": tokens_per_s}
         if self.peak:
-            peak_total = self.peak * 1e12 * self.env.world_size
-            row["mfu"] = self.flops_per_token * tokens_per_s / peak_total
+            row["mfu"] = self._mfu(tokens_per_s)
         row["tokens"] = self.state.tokens
         row["elapsed_s"] = round(self.state.elapsed_s, 3)
         self.sink.log(row)
@@ -382,6 +386,15 @@ class Trainer:
         if not self.env.is_main:
             return None
         return peak_tflops(self.device, self.dtype, torch.get_num_threads())
+
+    def _mfu(self, tokens_per_s: float) -> float:
+        mfu = self.flops_per_token * tokens_per_s / (self.peak * 1e12 * self.env.world_size)
+        if mfu > 1.0 and self.config.train.peak_tflops is None and not self._peak_refreshed:
+            # Over 100%: the cached peak was measured on a busy machine; measure it again.
+            self._peak_refreshed = True
+            self.peak = peak_tflops(self.device, self.dtype, torch.get_num_threads(), True)
+            return self._mfu(tokens_per_s)
+        return mfu
 
     def _display_total(self) -> int | None:
         if self.config.max_steps is not None:
