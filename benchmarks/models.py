@@ -97,14 +97,22 @@ def main() -> None:
     else:
         batch, seq, steps, n_mm = 16, 256, 5, 2048
         gpt_cfg = GPTConfig(n_layers=6, n_heads=6, d_model=384, max_seq_len=256)
-    peaks = {name: matmul_flops(n_mm, dt, device, repeats=3) for name, dt in DTYPES.items()}
+    peaks = {"fp32": matmul_flops(n_mm, torch.float32, device, repeats=3)}
+    # Probe bf16 on a small matmul first: on CPUs without native bf16 (AVX2-only Zen 3) it runs
+    # ~100x slower than fp32, and a full-size bf16 model step would take minutes.
+    probe = matmul_flops(256, torch.bfloat16, device, repeats=2)
+    native_bf16 = probe > 0.25 * matmul_flops(256, torch.float32, device, repeats=2)
+    peaks["bf16"] = matmul_flops(n_mm, torch.bfloat16, device, repeats=3) if native_bf16 else probe
+    dtypes = DTYPES if native_bf16 else {"fp32": torch.float32}
+    if not native_bf16:
+        print(f"bf16 matmul only {probe / 1e9:.1f} GFLOP/s (no native bf16): bf16 rows skipped")
     gpt = build_model(gpt_cfg, args.vocab).to(device)
     lstm_cfg = lstm_like(gpt.num_params(), args.vocab, gpt_cfg.d_model)
     models = {"gpt": gpt, "lstm": build_model(lstm_cfg, args.vocab).to(device)}
     rows = []
     for name, model in models.items():
         model.train()
-        for dtype_name, dtype in DTYPES.items():
+        for dtype_name, dtype in dtypes.items():
             seconds = step_seconds(model, batch, seq, dtype, device, steps)
             tokens_per_s = batch * seq / seconds
             flops = model.flops_per_token(seq) * tokens_per_s
