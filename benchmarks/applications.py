@@ -38,9 +38,9 @@ FULL = {
     "lstm": ["model.kind=lstm", "model.n_layers=2", "model.d_model=384", "model.d_hidden=768"]
     + ["model.dropout=0.2"],
     "pretrain": ["train.batch_size=32", "optim.lr=1e-3", "schedule.warmup_steps=100"]
-    + ["dtype=bfloat16"],
+    + ["dtype=float32"],  # bf16 only pays on CPUs with native bf16
     "sft": {"gpt": ["sft.lr=5e-4"], "lstm": ["sft.lr=2e-3"]},
-    "sft_common": ["sft.batch_size=64", "sft.eval_every=500", "sft.epochs=1000", "dtype=bfloat16"],
+    "sft_common": ["sft.batch_size=64", "sft.eval_every=500", "sft.epochs=1000", "dtype=float32"],
     "decode": ["decode.beam_size=4", "decode.batch_size=32"],
     "eval_limit": None,
     "limit_train": None,
