@@ -273,16 +273,9 @@ class Trainer:
         if self._last_saved == self.state.step:
             return
         root = self.out / rundir.CHECKPOINTS_DIR
-        parts = Checkpointable(
-            self.model,
-            self.raw_model.config,
-            self._optimizer_state_holder(),
-            self.train_loader,
-            self.carry,
-            self.env,
-            self.config.train.parallel,
+        path = save_training_checkpoint(
+            root, self._checkpointable(), self.state, self.train_loader.state_dict()
         )
-        path = save_training_checkpoint(root, parts, self.state, self.train_loader.state_dict())
         self._last_saved = self.state.step
         if self.env.is_main and path is not None:
             if best:
@@ -351,9 +344,9 @@ class Trainer:
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def restore(self, checkpoint_dir: Path) -> None:
-        """Optimizer, loader position, RNG and carried state from `checkpoint_dir`."""
-        parts = Checkpointable(
+    def _checkpointable(self) -> Checkpointable:
+        """Everything a checkpoint saves and a resume restores, in one place for both."""
+        return Checkpointable(
             self.model,
             self.raw_model.config,
             self._optimizer_state_holder(),
@@ -362,7 +355,10 @@ class Trainer:
             self.env,
             self.config.train.parallel,
         )
-        restore_training_state(checkpoint_dir, parts, self.device)
+
+    def restore(self, checkpoint_dir: Path) -> None:
+        """Optimizer, loader position, RNG and carried state from `checkpoint_dir`."""
+        restore_training_state(checkpoint_dir, self._checkpointable(), self.device)
         loader_state = ckpt.verify_checkpoint(checkpoint_dir, checksums=False).get("loader")
         if loader_state:
             self.train_loader.load_state_dict(loader_state)
