@@ -62,6 +62,11 @@ class GenerateConfig(Section):
     )
     device: DeviceName = Field("auto", description="auto | cpu | cuda | mps")
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+    compile: bool = Field(
+        False,
+        description="compile the GPT's decode step: ~2-3x faster decoding on CPU after a "
+        "one-off compile of tens of seconds (cached on disk)",
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -104,7 +109,7 @@ def run(cfg: GenerateConfig, flags: Flags) -> int:
     if dtype != torch.float32:
         model = model.to(dtype)  # weights in low precision: half the bytes read per token
     tokenizer = loaded.tokenizer
-    generator = Generator(model, tokenizer)
+    generator = Generator(model, tokenizer, compile=cfg.compile)
     params = cfg.params(stop_ids=(tokenizer.eot_id,))
     if flags.interactive:
         from lmforge.infer.interactive import run_repl

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lmforge.infer.compiled import DecodeStep, compile_decode_step
 from lmforge.infer.sampling import (
     apply_repetition_penalty,
     make_generator,
@@ -126,10 +127,12 @@ class DecodeJob:
         params: GenerationParams,
         tokenizer: Decoder | None = None,
         stream: bool = False,
+        step: DecodeStep | None = None,
     ) -> None:
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token (e.g. the eot id)")
         self.model, self.params, self.tokenizer = model, params, tokenizer
+        self.step = step  # a compiled decode step (`compiled.py`), or None for eager
         self.device = next(model.parameters()).device
         self.context: int | None = model.max_context
         self.rows = [self._make_row(p, stream) for p in prompts]
@@ -220,10 +223,15 @@ class DecodeJob:
             # context/2 tokens and the model never sees a position it was not trained for.
             return self._prefill(keep=max(1, self.context // 2))
         self.slots += 1
+        if self.step is not None:
+            return self.step(tokens[:, None], self.cache)
         return self.model(tokens[:, None], cache=self.cache)[:, -1]  # (B, 1, V) -> (B, V)
 
     def _compact(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Drop finished rows once they are a quarter of the batch (a cache copy is not free)."""
+        """Drop finished rows once they are a quarter of the batch (a cache copy is not free).
+        A compiled step keeps every row: a new batch size would mean a new compile."""
+        if self.step is not None:
+            return tokens
         keep = [i for i, b in enumerate(self.live) if not self.rows[b].done]
         if 4 * (len(self.live) - len(keep)) < len(self.live):
             return tokens
@@ -254,11 +262,18 @@ class DecodeJob:
 
 
 class Generator:
-    """Generation for one model (and optionally its tokenizer, for text and stop strings)."""
+    """Generation for one model (and optionally its tokenizer, for text and stop strings).
 
-    def __init__(self, model: nn.Module, tokenizer: Decoder | None = None) -> None:
+    `compile=True` compiles the GPT's decode step (`compiled.py`): ~2-3x faster decoding at
+    small batch on a CPU after a one-off compile of tens of seconds (cached on disk).
+    """
+
+    def __init__(
+        self, model: nn.Module, tokenizer: Decoder | None = None, compile: bool = False
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.step = compile_decode_step(model) if compile else None
 
     def start(
         self,
@@ -269,7 +284,7 @@ class Generator:
     ) -> DecodeJob:
         """A job over every prompt repeated `num_samples` times (prompt-major order)."""
         rows = [list(p) for p in prompts for _ in range(num_samples)]
-        job = DecodeJob(self.model, rows, params, self.tokenizer, stream=stream)
+        job = DecodeJob(self.model, rows, params, self.tokenizer, stream=stream, step=self.step)
         for row in job.rows:
             if row.cropped:
                 log.warning(
