@@ -64,7 +64,7 @@ class GenerateConfig(Section):
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
     compile: bool = Field(
         False,
-        description="compile the GPT's decode step: ~2-3x faster decoding on CPU after a "
+        description="compile the GPT's decode step: ~2x faster decoding on CPU after a "
         "one-off compile of tens of seconds (cached on disk)",
     )
 

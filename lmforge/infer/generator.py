@@ -264,7 +264,7 @@ class DecodeJob:
 class Generator:
     """Generation for one model (and optionally its tokenizer, for text and stop strings).
 
-    `compile=True` compiles the GPT's decode step (`compiled.py`): ~2-3x faster decoding at
+    `compile=True` compiles the GPT's decode step (`compiled.py`): ~2x faster decoding at
     small batch on a CPU after a one-off compile of tens of seconds (cached on disk).
     """
 
