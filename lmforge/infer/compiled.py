@@ -23,25 +23,26 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmforge.models.gpt import GPT
+
 DecodeStep = Callable[[torch.Tensor, Any], torch.Tensor]
 
 # Matmuls with at most this many rows become reductions; larger ones stay MKL GEMMs.
 SMALL_BATCH = 16
 
 
-def compile_decode_step(model: nn.Module) -> DecodeStep:
+def compile_decode_step(model: nn.Module) -> DecodeStep | None:
     """`step(tokens (B, 1), cache) -> logits (B, V)`, compiled for the model's device.
 
-    Models without a KV cache of the GPT kind (the LSTM runs cuDNN/oneDNN kernels already) get
-    their eager forward back, so callers need not ask which model they hold.
+    None for models that have nothing to gain (the LSTM's step is one fused oneDNN/cuDNN
+    kernel already): callers then decode eagerly, without asking which model they hold.
     """
-    from lmforge.models.gpt import GPT  # models import nothing from infer; keep it that way
+    if not isinstance(model, GPT):
+        return None
 
     def step(tokens: torch.Tensor, cache: Any) -> torch.Tensor:
         return model(tokens, cache=cache)[:, -1]
 
-    if not isinstance(model, GPT):
-        return step
     device = next(model.parameters()).device
     backend = _cpu_backend if device.type == "cpu" else "inductor"
     compiled = torch.compile(
