@@ -122,6 +122,11 @@ class SFTSection(Section):
     lr: float = Field(3e-4, gt=0, description="sft: peak learning rate (AdamW)")
     weight_decay: float = Field(0.0, ge=0, description="sft: AdamW weight decay")
     batch_size: int = Field(32, ge=1, description="sft: examples per optimizer step")
+    group_by_length: bool = Field(
+        True,
+        description="sft: batch examples of similar length together (less padding; the order "
+        "stays seeded-random)",
+    )
     epochs: float = Field(
         3.0, gt=0, description="sft: passes over the training set (unless max_steps/max_time)"
     )

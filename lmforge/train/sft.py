@@ -88,17 +88,33 @@ def collate(examples: list[EncodedExample], pad_id: int) -> tuple[torch.Tensor, 
 
 class SFTBatches:
     """A `BatchSource` of SFT examples: seeded shuffles per epoch (or fixed order), resumable by
-    step. One micro-batch per step; `seq_len` is the longest example (for throughput figures)."""
+    step. One micro-batch per step; `seq_len` is the longest example (for throughput figures).
+
+    `group_by_length` (shuffled sources only) sorts each window of `GROUP_WINDOW` batches by
+    example length before cutting it into batches, then shuffles the batches: rows of a batch
+    have similar lengths, so far fewer pad tokens are computed (Multi30k: about half), while
+    every epoch still visits every example once in a seeded-random order.
+    """
+
+    GROUP_WINDOW = 50
 
     def __init__(
-        self, examples: list[EncodedExample], batch_size: int, seed: int, shuffle: bool, pad_id: int
+        self,
+        examples: list[EncodedExample],
+        batch_size: int,
+        seed: int,
+        shuffle: bool,
+        pad_id: int,
+        group_by_length: bool = False,
     ) -> None:
         if not examples:
             raise ConfigError("no SFT examples to train on; check the task's files")
         self.examples, self.seed, self.shuffle, self.pad_id = examples, seed, shuffle, pad_id
+        self.group_by_length = group_by_length and shuffle
         self.batch_size = self.rows = min(batch_size, len(examples))
         self.accum_steps = 1
-        self.seq_len = max(len(e.prompt) + len(e.response) for e in examples) - 1
+        self.lengths = np.array([len(e.prompt) + len(e.response) for e in examples])
+        self.seq_len = int(self.lengths.max()) - 1
         self.step = 0
         self._orders: dict[int, np.ndarray] = {}
 
@@ -106,8 +122,25 @@ class SFTBatches:
         if epoch not in self._orders:
             n = len(self.examples)
             rng = np.random.default_rng((self.seed, epoch))
-            self._orders = {epoch: rng.permutation(n) if self.shuffle else np.arange(n)}
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
+            if self.group_by_length:
+                order = self._grouped(order, rng)
+            self._orders = {epoch: order}
         return self._orders[epoch]
+
+    def _grouped(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`order` with each window sorted by length, cut into batches, batches shuffled. Full
+        batches only are shuffled; a final partial batch stays last, so batch boundaries stay
+        where `next_batches` cuts (multiples of batch_size from the epoch's start)."""
+        size = self.batch_size
+        window = size * self.GROUP_WINDOW
+        batches = []
+        for lo in range(0, len(order), window):
+            part = order[lo : lo + window]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            batches += [part[i : i + size] for i in range(0, len(part), size)]
+        tail = [batches.pop()] if len(batches[-1]) < size else []
+        return np.concatenate([batches[i] for i in rng.permutation(len(batches))] + tail)
 
     def next_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.examples)
@@ -210,7 +243,7 @@ def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flag
         _temp_dir(out),
         model,
         build_optimizer(model, config.optim, device),
-        SFTBatches(train, config.train.batch_size, cfg.seed, True, pad),
+        SFTBatches(train, config.train.batch_size, cfg.seed, True, pad, cfg.sft.group_by_length),
         SFTBatches(dev, config.train.batch_size, cfg.seed, False, pad),
         run.tokenizer,
         device,
