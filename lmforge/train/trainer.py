@@ -93,7 +93,7 @@ class Trainer:
         self.peak: float | None = None
         self._peak_refreshed = False
         self._byte_lengths = byte_lengths(tokenizer)
-        self._window_start = (0.0, self.state.step)
+        self._window_start = (0.0, self.state.tokens)
         self._step_time = 0.0  # seconds inside train_step (tokens/s excludes eval and saving)
         self._last_saved = -1
 
@@ -156,7 +156,9 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
-        self.state.tokens += self.tokens_per_step
+        # Tokens computed, pads included: SFT batches are as wide as their longest row, so this
+        # is less than the nominal tokens_per_step (rows x longest example).
+        self.state.tokens += sum(x.numel() for x, _ in batches) * self.env.world_size
         self.state.bad_steps = 0
         return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
 
@@ -217,10 +219,10 @@ class Trainer:
             self._save(best=improved)
 
     def _log_train_row(self, stats: dict[str, float]) -> None:
-        start, start_step = self._window_start
-        self._window_start = (self._step_time, self.state.step)
-        steps = self.state.step - start_step
-        tokens_per_s = steps * self.tokens_per_step / max(self._step_time - start, 1e-9)
+        start, start_tokens = self._window_start
+        self._window_start = (self._step_time, self.state.tokens)
+        tokens = self.state.tokens - start_tokens
+        tokens_per_s = tokens / max(self._step_time - start, 1e-9)
         row = {"step": self.state.step, **stats, "tokens_per_s": tokens_per_s}
         if self.peak:
             row["mfu"] = self._mfu(tokens_per_s)
@@ -363,7 +365,7 @@ class Trainer:
         if loader_state:
             self.train_loader.load_state_dict(loader_state)
         self._last_saved = self.state.step
-        self._window_start = (self._step_time, self.state.step)
+        self._window_start = (self._step_time, self.state.tokens)
         self.display = TrainDisplay(self.config.max_steps, self.state.step, self.env.is_main)
 
     def _open_sinks(self) -> None:
