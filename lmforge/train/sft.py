@@ -92,8 +92,9 @@ class SFTBatches:
 
     `group_by_length` (shuffled sources only) sorts each window of `GROUP_WINDOW` batches by
     example length before cutting it into batches, then shuffles the batches: rows of a batch
-    have similar lengths, so far fewer pad tokens are computed (Multi30k: about half), while
-    every epoch still visits every example once in a seeded-random order.
+    have similar lengths, so far fewer pad tokens are computed (Multi30k, batch 64: 2.5% of the
+    tokens instead of 44%), while every epoch still visits every example once in a seeded-random
+    order.
     """
 
     GROUP_WINDOW = 50
