@@ -122,10 +122,12 @@ class SFTSection(Section):
     lr: float = Field(3e-4, gt=0, description="sft: peak learning rate (AdamW)")
     weight_decay: float = Field(0.0, ge=0, description="sft: AdamW weight decay")
     batch_size: int = Field(32, ge=1, description="sft: examples per optimizer step")
+    # Off by default: grouped batches are less random (on copy_reverse, where length tracks the
+    # kind of example, a 2-layer GPT reached 83% exact match in 800 steps instead of 100%).
     group_by_length: bool = Field(
-        True,
-        description="sft: batch examples of similar length together (less padding; the order "
-        "stays seeded-random)",
+        False,
+        description="sft: batch examples of similar length together (far less padding, faster "
+        "epochs, but less random batches; the order stays seeded)",
     )
     epochs: float = Field(
         3.0, gt=0, description="sft: passes over the training set (unless max_steps/max_time)"
