@@ -81,3 +81,39 @@ def test_squad_pipeline(tmp_path: Path, shared_data: Path) -> None:
     # Baselines are computed on the same 3 test questions.
     assert 0.0 <= report["baseline_first_sentence_f1"] <= 100.0
     assert "baseline_overlap_exact_match" in report
+
+
+def test_trainer_counts_the_tokens_it_computed(tmp_path: Path) -> None:
+    """SFT batches are as wide as their longest row, not the longest example: the run's token
+    counter (and so tokens/s and MFU) must add up the batches actually fed, pads included."""
+    from lmforge.eval.tasks.sft_jsonl import TASK as SFT_JSONL
+    from lmforge.train.rundir import load_run
+    from lmforge.train.sft import SFTBatches, encode_split
+
+    rows = [{"prompt": "x" * k, "response": "y"} for k in range(1, 61)]
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenizer = build_char(["xy"], ["<|endoftext|>"])
+    torch.manual_seed(0)
+    model_cfg = GPTConfig(n_layers=1, n_heads=2, d_model=32, max_seq_len=128)
+    init = create_run_dir(
+        tmp_path / "init", build_model(model_cfg, tokenizer.vocab_size), model_cfg, tokenizer
+    )
+    task = {"name": "sft_jsonl", "train": str(tmp_path / "train.jsonl")}
+    task["test"] = str(tmp_path / "test.jsonl")
+    cfg = FinetuneConfig(
+        init=str(init),
+        out=str(tmp_path / "sft"),
+        task=task,
+        device="cpu",
+        sft={"max_steps": 5, "batch_size": 4, "eval_batches": 1, "evaluate": False},
+    )
+    assert finetune(cfg, Flags()) == 0
+
+    train = encode_split(SFT_JSONL, "train", load_run(init), cfg, None)
+    replay = SFTBatches(train, 4, cfg.seed, True, tokenizer.eot_id)
+    expected = sum(x.numel() for _ in range(5) for x, _ in replay.next_batches())
+    state_file = tmp_path / "sft" / "checkpoints" / "step_000005" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["tokens"] == expected
+    assert expected < 5 * 4 * replay.seq_len  # the nominal count would be larger
