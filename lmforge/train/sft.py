@@ -251,6 +251,7 @@ def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flag
         env,
         dtype=resolve_dtype(cfg.dtype),
     )
+    trainer.final_out = out
     code = _train_into(trainer, run, cfg, flags, task.name)
     if code != 0:
         return code

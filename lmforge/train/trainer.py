@@ -70,6 +70,8 @@ class Trainer:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.config, self.out, self.model, self.optimizer = config, out, model, optimizer
+        # Where the run ends up, for the last log line (fine-tuning trains in a temporary dir).
+        self.final_out = out
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
         self.device, self.env = device, env
         self.state = state or TrainState()
@@ -306,7 +308,7 @@ class Trainer:
             best = f", best val_loss {self.state.best_val:.4f}" if self.state.best_val else ""
             print(
                 f"trained {step} steps ({self.state.tokens:,} tokens) in "
-                f"{self.state.elapsed_s:.1f} s{best}; run dir: {self.out}"
+                f"{self.state.elapsed_s:.1f} s{best}; run dir: {self.final_out}"
             )
 
     def _interrupted(self, code: int) -> int:
