@@ -28,7 +28,7 @@ from lmforge.models.gpt import GPT
 DecodeStep = Callable[[torch.Tensor, Any], torch.Tensor]
 
 # Matmuls with at most this many rows become reductions; larger ones stay MKL GEMMs. Measured on
-# the 2-core Zen 3 machine (6L/384 GPT, compiled step at ~300 cached tokens): rows 1/2/4/8 take
+# a 2-core Zen 5 machine (6L/384 GPT, compiled step at ~300 cached tokens): rows 1/2/4/8 take
 # 1.3/1.7/3.8/6.4 ms as reductions against -/4.9/5.9/6.3 ms as MKL GEMMs.
 SMALL_BATCH = 8
 
