@@ -12,7 +12,9 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,15 +44,27 @@ def device_name(device: torch.device) -> str:
 def measure_matmul_tflops(
     device: torch.device, dtype: torch.dtype, seconds: float = 0.5, size: int | None = None
 ) -> float:
-    """Achieved TFLOP/s of repeated (n x n) @ (n x n) matmuls in `dtype` on `device`."""
+    """Achieved TFLOP/s of repeated (n x n) @ (n x n) matmuls in `dtype` on `device`.
+
+    On CPU in fp32 the best of MKL (`torch.matmul`) and oneDNN (the kernel behind `nn.LSTM` and
+    inductor's linear) counts: MKL's sgemm keeps to AVX2 on AMD CPUs, while oneDNN uses AVX-512
+    (on a Zen 5 core: 92 vs 209 GFLOP/s), so an MKL-only peak let the LSTM's MFU exceed 100%."""
     n = size or (8192 if device.type == "cuda" else 768)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    torch.matmul(a[:64, :64], b[:64, :64])  # warm-up: thread pools, kernels, allocator
+    best = _rate(lambda: torch.matmul(a, b), n, device, seconds)
+    if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        linear = torch.ops.mkldnn._linear_pointwise  # a @ b.T: the same FLOPs
+        best = max(best, _rate(lambda: linear(a, b, None, "none", [], ""), n, device, seconds))
+    return best
+
+
+def _rate(matmul: Callable[[], Any], n: int, device: torch.device, seconds: float) -> float:
+    matmul()  # warm-up: thread pools, kernels, allocator
     _sync(device)
     reps, start = 0, time.perf_counter()
     while True:
-        torch.matmul(a, b)
+        matmul()
         reps += 1
         _sync(device)
         elapsed = time.perf_counter() - start
@@ -69,7 +83,9 @@ def peak_tflops(
 ) -> float:
     """The cached peak for this device/dtype/threads, measuring it (about a second) if absent
     or `refresh` (a peak measured while other processes were busy is too low)."""
+    # probe=2: fp32 CPU peaks now include oneDNN; older cached values are re-measured.
     key = f"{device_name(device)}|{device.type}|{dtype}|threads={threads}|torch={torch.__version__}"
+    key += "|probe=2"
     path = cache_dir() / "peak_flops.json"
     try:
         table = json.loads(path.read_text())
