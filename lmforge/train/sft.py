@@ -250,8 +250,8 @@ def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flag
         device,
         env,
         dtype=resolve_dtype(cfg.dtype),
+        final_out=out,
     )
-    trainer.final_out = out
     code = _train_into(trainer, run, cfg, flags, task.name)
     if code != 0:
         return code

@@ -68,10 +68,11 @@ class Trainer:
         env: dist_utils.DistEnv,
         state: TrainState | None = None,
         dtype: torch.dtype = torch.float32,
+        final_out: Path | None = None,
     ) -> None:
         self.config, self.out, self.model, self.optimizer = config, out, model, optimizer
         # Where the run ends up, for the last log line (fine-tuning trains in a temporary dir).
-        self.final_out = out
+        self.final_out = final_out or out
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
         self.device, self.env = device, env
         self.state = state or TrainState()
