@@ -52,19 +52,25 @@ def measure_matmul_tflops(
     n = size or (8192 if device.type == "cuda" else 768)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    best = _rate(lambda: torch.matmul(a, b), n, device, seconds)
+    best = _rate(torch.matmul, a, b, seconds)
     if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
-        linear = torch.ops.mkldnn._linear_pointwise  # a @ b.T: the same FLOPs
-        best = max(best, _rate(lambda: linear(a, b, None, "none", [], ""), n, device, seconds))
+        linear = torch.ops.mkldnn._linear_pointwise  # x @ w.T: the same FLOPs
+        best = max(best, _rate(lambda x, w: linear(x, w, None, "none", [], ""), a, b, seconds))
     return best
 
 
-def _rate(matmul: Callable[[], Any], n: int, device: torch.device, seconds: float) -> float:
-    matmul()  # warm-up: thread pools, kernels, allocator
+def _rate(
+    matmul: Callable[[torch.Tensor, torch.Tensor], Any],
+    a: torch.Tensor,
+    b: torch.Tensor,
+    seconds: float,
+) -> float:
+    n, device = a.size(0), a.device
+    matmul(a[:64, :64], b[:64, :64])  # warm-up: thread pools, kernels, allocator
     _sync(device)
     reps, start = 0, time.perf_counter()
     while True:
-        matmul()
+        matmul(a, b)
         reps += 1
         _sync(device)
         elapsed = time.perf_counter() - start
