@@ -15,13 +15,14 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmforge.config import Section
 from lmforge.data import encode, sources
@@ -75,13 +76,33 @@ class PrepareConfig(Section):
     encoding_errors: sources.EncodingErrors = Field(
         "strict", description="bad UTF-8, NUL bytes: strict (error) | replace | skip (the file)"
     )
-    jsonl_field: str = Field("text", description="JSONL: the field holding the text (a.b nests)")
+    text_field: str = Field(
+        "text", description="JSONL/Parquet/Arrow: the field holding the text (a.b nests)"
+    )
     workers: int = Field(0, description="tokenising processes; 0 = auto (1 for small corpora)")
     shard_tokens: int = Field(100_000_000, description="max tokens per shard file")
     cache_dir: str = Field("~/.cache/lmforge", description="where url: sources are downloaded")
     pydocs_modules: int | None = Field(
         None, description="pydocs: only the first N stdlib modules (quick runs)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        # `jsonl_field` was the key's name before Parquet and Arrow sources; still accepted.
+        if isinstance(data, dict) and "jsonl_field" in data:
+            data = dict(data)
+            old = data.pop("jsonl_field")
+            if data.get("text_field", old) != old:
+                raise ValueError("give text_field only (jsonl_field is its deprecated old name)")
+            warnings.warn(
+                "prepare key 'jsonl_field' is deprecated; use 'text_field'",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            log.warning("prepare: 'jsonl_field' is deprecated, use 'text_field'")
+            data["text_field"] = old
+        return data
 
     @field_validator("source")
     @classmethod
@@ -111,7 +132,7 @@ class PrepareConfig(Section):
     def source_options(self) -> sources.SourceOptions:
         return sources.SourceOptions(
             encoding_errors=self.encoding_errors,
-            jsonl_field=self.jsonl_field,
+            text_field=self.text_field,
             cache_dir=Path(self.cache_dir).expanduser(),
             pydocs_limit=self.pydocs_modules,
         )

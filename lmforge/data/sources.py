@@ -1,9 +1,12 @@
-"""Where documents come from: files, directories, globs, JSONL, gzip, `pydocs` and `url:` sources.
+"""Where documents come from: files, directories, globs, JSONL, Parquet, Arrow, `pydocs`, `url:`.
 
-A text file (`.txt`, `.md`, anything not `.jsonl`) is one document; a JSONL line is one document.
-`.gz` is decompressed on the fly. Bytes are decoded as UTF-8 under `encoding_errors` (strict |
-replace | skip), with counts. Streaming: JSONL is read line by line, a text file whole (so the
-largest single file bounds memory). Cleaning is `clean.py`'s job, not this module's.
+A text file (`.txt`, `.md`, anything not a table or `.jsonl`) is one document; a JSONL line, a
+Parquet or Arrow row (`datasets.save_to_disk` dirs are Arrow files) is one document, its text in
+`text_field`. `.gz` and `.zst` are decompressed on the fly. Bytes are decoded as UTF-8 under
+`encoding_errors` (strict | replace | skip), with counts. Streaming: JSONL line by line, tables
+batch by batch (`formats.py`), a text file whole (so the largest single text file bounds memory).
+A truncated or corrupt file is an error naming it, or under `skip` the rest of it is skipped and
+counted. Cleaning is `clean.py`'s job, not this module's.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from lmforge.data import download, pydocs
+from lmforge.data import download, formats, pydocs
 from lmforge.errors import DataError
 
 log = logging.getLogger(__name__)
 
 EncodingErrors = Literal["strict", "replace", "skip"]
 PYDOCS = "pydocs"
-TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".text", ".jsonl")
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".text", ".jsonl", *formats.TABLE_SUFFIXES)
+COMPRESSED_SUFFIXES = (".gz", ".zst")
+_MAX_SKIPPED_NAMES = 100  # names kept for stats.json; the counts are always complete
 _GLOB_CHARS = set("*?[")
 _FFFD = "\ufffd".encode()
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -38,7 +43,7 @@ class SourceOptions:
     """How sources are read; the subset of `PrepareConfig` this module needs."""
 
     encoding_errors: EncodingErrors = "strict"
-    jsonl_field: str = "text"
+    text_field: str = "text"
     cache_dir: Path = Path("~/.cache/lmforge")
     pydocs_limit: int | None = None  # first N stdlib modules only, for quick tests
 
@@ -69,7 +74,13 @@ class ReadStats:
     replaced: int = 0
     skipped_files: int = 0
     skipped_lines: int = 0
+    skipped_rows: int = 0
+    damaged_files: int = 0
     skipped: list[str] = field(default_factory=list)
+
+    def skip(self, what: str) -> None:
+        if len(self.skipped) < _MAX_SKIPPED_NAMES:
+            self.skipped.append(what)
 
     def summary(self) -> str:
         parts = []
@@ -79,12 +90,16 @@ class ReadStats:
             parts.append(f"{self.skipped_files} files skipped")
         if self.skipped_lines:
             parts.append(f"{self.skipped_lines} JSONL lines skipped")
+        if self.skipped_rows:
+            parts.append(f"{self.skipped_rows} table rows skipped (null text)")
+        if self.damaged_files:
+            parts.append(f"{self.damaged_files} truncated/corrupt files cut short")
         return "; ".join(parts)
 
 
 @dataclass(frozen=True)
 class Document:
-    name: str  # file path, `path:line` for JSONL, `pydocs:module` for the built-in corpus
+    name: str  # file path, `path:line` for JSONL, `path#row` for tables, `pydocs:module`
     text: str
 
 
@@ -114,12 +129,14 @@ def _resolve_one(spec: str, options: SourceOptions) -> list[Input]:
             raise DataError(f"source pattern '{spec}' matched no files; check the pattern")
         return [Input("file", f, spec) for f in files]
     path = Path(spec).expanduser()
+    if path.is_dir() and (saved := formats.saved_dataset_files(path)) is not None:
+        return [Input("file", f, spec) for f in saved]
     if path.is_dir():
         files = _walk(path)
         if not files:
             raise DataError(
-                f"source dir '{spec}' has no text files ({', '.join(TEXT_SUFFIXES)}, or .gz of "
-                "them); add files or name them directly"
+                f"source dir '{spec}' has no text files ({', '.join(TEXT_SUFFIXES)}, or .gz/.zst "
+                "of them); add files or name them directly"
             )
         return [Input("file", f, spec) for f in files]
     if path.is_file():
@@ -147,9 +164,9 @@ def _walk(root: Path) -> list[Path]:
 
 
 def _logical_suffix(path: Path) -> str:
-    """The suffix that says how to parse a file: `.jsonl` for `x.jsonl.gz`."""
+    """The suffix that says how to parse a file: `.jsonl` for `x.jsonl.gz` and `x.jsonl.zst`."""
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
         suffixes.pop()
     return suffixes[-1] if suffixes else ""
 
@@ -176,32 +193,65 @@ def iter_documents(
         else:
             assert item.path is not None
             stats.files += 1
-            if _logical_suffix(item.path) == ".jsonl":
-                docs = _read_jsonl(item.path, options, stats)
-            else:
-                docs = _read_text(item.path, options, stats)
+            docs = _guarded(item.path, _read_file(item.path, options, stats), options, stats)
         for doc in docs:
             stats.documents += 1
             stats.bytes += len(doc.text.encode("utf-8"))
             yield doc
 
 
+def _read_file(path: Path, options: SourceOptions, stats: ReadStats) -> Iterator[Document]:
+    suffix = _logical_suffix(path)
+    if suffix in formats.TABLE_SUFFIXES:
+        if path.suffix.lower() in COMPRESSED_SUFFIXES:
+            raise DataError(
+                f"{path}: a compressed {suffix} file is not supported ({suffix} compresses "
+                "internally); decompress it"
+            )
+        return _read_table(path, options, stats)
+    if suffix == ".jsonl":
+        return _read_jsonl(path, options, stats)
+    return _read_text(path, options, stats)
+
+
+def _guarded(
+    path: Path, docs: Iterator[Document], options: SourceOptions, stats: ReadStats
+) -> Iterator[Document]:
+    """`docs` of one file; damage is an error, or under `skip` ends the file (counted)."""
+    try:
+        yield from docs
+    except (formats.FormatDamage, gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        message = (
+            str(exc)
+            if isinstance(exc, formats.FormatDamage)
+            else (f"{path} is not a valid gzip file or is truncated ({exc})")
+        )
+        if options.encoding_errors != "skip":
+            raise DataError(
+                f"{message}; re-download or re-create it, or set encoding_errors=skip to skip "
+                "what cannot be read"
+            ) from None
+        log.warning("%s; skipping the rest of it", message)
+        stats.damaged_files += 1
+        stats.skip(f"{path} (damaged)")
+
+
 def _open_binary(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rb")
+    if suffix == ".zst":
+        return formats.open_zstd(path)
+    return open(path, "rb")
 
 
 def _read_text(path: Path, options: SourceOptions, stats: ReadStats) -> Iterator[Document]:
-    try:
-        with _open_binary(path) as f:
-            data = f.read()
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DataError(
-            f"{path} is not a valid gzip file ({exc}); re-download or unzip it"
-        ) from None
+    with _open_binary(path) as f:
+        data = f.read()
     text = decode_bytes(data, str(path), options.encoding_errors, stats)
     if text is None:
         stats.skipped_files += 1
-        stats.skipped.append(str(path))
+        stats.skip(str(path))
         return
     yield Document(str(path), text.removeprefix("\ufeff"))
 
@@ -236,25 +286,53 @@ def decode_bytes(data: bytes, where: str, policy: EncodingErrors, stats: ReadSta
 
 
 def _read_jsonl(path: Path, options: SourceOptions, stats: ReadStats) -> Iterator[Document]:
-    try:
-        with _open_binary(path) as f:
-            for lineno, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                where = f"{path} line {lineno}"
-                line = decode_bytes(raw, where, options.encoding_errors, stats)
-                if line is None:
-                    stats.skipped_lines += 1
-                    continue
-                text = _jsonl_text(line, where, options, stats)
-                if text is None:
-                    stats.skipped_lines += 1
-                    continue
-                yield Document(f"{path}:{lineno}", text)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DataError(
-            f"{path} is not a valid gzip file ({exc}); re-download or unzip it"
-        ) from None
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path} line {lineno}"
+            line = decode_bytes(raw, where, options.encoding_errors, stats)
+            if line is None:
+                stats.skipped_lines += 1
+                continue
+            text = _jsonl_text(line, where, options, stats)
+            if text is None:
+                stats.skipped_lines += 1
+                continue
+            yield Document(f"{path}:{lineno}", text)
+
+
+def _read_table(path: Path, options: SourceOptions, stats: ReadStats) -> Iterator[Document]:
+    """One document per row of a Parquet/Arrow file; the text column may be string or binary."""
+    for row, value in formats.iter_table_texts(path, options.text_field):
+        where = f"{path} row {row}"
+        if formats.is_missing(value):
+            raise DataError(
+                f"{where} has no field '{options.text_field}'; set text_field to a text field"
+            )
+        if value is None:
+            if options.encoding_errors != "skip":
+                raise DataError(
+                    f"{where}: field '{options.text_field}' is null; drop such rows or set "
+                    "encoding_errors=skip"
+                )
+            stats.skipped_rows += 1
+            continue
+        if isinstance(value, bytes):
+            value = decode_bytes(value, where, options.encoding_errors, stats)
+            if value is None:
+                stats.skipped_rows += 1
+                continue
+        if not isinstance(value, str):
+            raise DataError(
+                f"{where}: field '{options.text_field}' is {type(value).__name__}, not a string; "
+                "set text_field to a text column"
+            )
+        text = _fix_surrogates(value, where, options.encoding_errors, stats)
+        if text is None:
+            stats.skipped_rows += 1
+            continue
+        yield Document(f"{path}#{row}", text)
 
 
 def _jsonl_text(line: str, where: str, options: SourceOptions, stats: ReadStats) -> str | None:
@@ -265,16 +343,16 @@ def _jsonl_text(line: str, where: str, options: SourceOptions, stats: ReadStats)
         raise DataError(
             f"{where} is not valid JSON ({exc.msg} at column {exc.colno}); fix or delete that line"
         ) from None
-    value = _field(record, options.jsonl_field)
+    value = _field(record, options.text_field)
     if value is _MISSING:
         keys = ", ".join(list(record)[:8]) if isinstance(record, dict) else type(record).__name__
         raise DataError(
-            f"{where} has no field '{options.jsonl_field}' (found: {keys}); set jsonl_field=NAME"
+            f"{where} has no field '{options.text_field}' (found: {keys}); set text_field=NAME"
         )
     if not isinstance(value, str):
         raise DataError(
-            f"{where}: field '{options.jsonl_field}' is {type(value).__name__}, not a string; "
-            "set jsonl_field to a text field"
+            f"{where}: field '{options.text_field}' is {type(value).__name__}, not a string; "
+            "set text_field to a text field"
         )
     return _fix_surrogates(value, where, options.encoding_errors, stats)
 

@@ -45,7 +45,7 @@ def test_dir_is_recursive_sorted_and_typed(corpus):
 
 
 def test_jsonl_nested_field_and_gzip(corpus):
-    docs, _ = _read([str(corpus.parent / "nested")], jsonl_field="body.text")
+    docs, _ = _read([str(corpus.parent / "nested")], text_field="body.text")
     assert [d.text for d in docs] == ["zeta"]
     docs, stats = _read([str(corpus / "sub" / "c.jsonl")])
     assert [d.text for d in docs] == ["gamma", "delta"]
