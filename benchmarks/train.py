@@ -40,8 +40,8 @@ def gpt_step_benchmark(dtype_name: str, steps: int, threads: int, batch: int) ->
     from lmforge.config import build_config
     from lmforge.data.loader import TokenLoader
     from lmforge.models import build_model
+    from lmforge.run.config import TrainConfig
     from lmforge.runtime import resolve_dtype, set_threads
-    from lmforge.train.config import TrainConfig
     from lmforge.train.distributed import DistEnv
     from lmforge.train.optim import build_optimizer
     from lmforge.train.peak import measure_matmul_tflops

@@ -67,9 +67,9 @@ def _prepare(cfg: DemoConfig, overwrite: bool) -> Path:
 
 
 def _train(cfg: DemoConfig, data_dir: Path, flags: Flags) -> Path | None:
-    from lmforge.train import checkpoint as ckpt
-    from lmforge.train.config import TrainConfig
-    from lmforge.train.rundir import CHECKPOINTS_DIR, is_run_dir
+    from lmforge.run import checkpoint as ckpt
+    from lmforge.run.config import TrainConfig
+    from lmforge.run.rundir import CHECKPOINTS_DIR, is_run_dir
     from lmforge.train.trainer import run as train
 
     recipe = Path(cfg.recipe) if cfg.recipe else REPO_CONFIGS / "demo.toml"
@@ -104,7 +104,7 @@ def _report(cfg: DemoConfig, out: Path, data_dir: Path) -> None:
     from lmforge.data.reader import DataDir
     from lmforge.eval.perplexity import score_stream
     from lmforge.infer.generate import generate
-    from lmforge.train.rundir import load_run
+    from lmforge.run.rundir import load_run
 
     print(f"\n[3/3] sample and validation bits per byte ({out})")
     loaded = load_run(out)

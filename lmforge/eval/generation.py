@@ -2,8 +2,8 @@
 
 A task supplies `examples(split)` (prompt, response, references) and `score(predictions)`; this
 module decodes the test prompts greedily and with beam search, scores both, writes
-`eval/<task>.json|md` and `eval/<task>.predictions.jsonl`, and sends `finetune` to SFT
-(`lmforge.train.sft`). Prompts are sorted by length before batching so little padding is decoded.
+`eval/<task>.json|md` and `eval/<task>.predictions.jsonl`. Fine-tuning on the same examples is
+`lmforge.finetune.sft`. Prompts are sorted by length before batching so little padding is decoded.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lmforge.errors import DataError
-from lmforge.eval.config import DecodeSection, EvalConfig, FinetuneConfig, TaskSection
+from lmforge.eval.config import DecodeSection, EvalConfig, TaskSection
 from lmforge.eval.report import write_report
 from lmforge.infer.beam import beam_search
 from lmforge.infer.generator import GenerationParams, Generator
 from lmforge.progress import track
 
 if TYPE_CHECKING:
-    from lmforge.train.rundir import LoadedRun
-    from lmforge.verb import Flags
+    from lmforge.run.rundir import LoadedRun
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +63,6 @@ class GenerationTask:
 
     def evaluate(self, run: LoadedRun, cfg: EvalConfig) -> Metrics:
         return evaluate_generation(self, run, cfg.task, cfg.decode, cfg.limit)
-
-    def finetune(self, run: LoadedRun, cfg: FinetuneConfig, flags: Flags) -> int:
-        from lmforge.train.sft import finetune_sft
-
-        return finetune_sft(self, run, cfg, flags)
 
 
 def limit_examples(examples: list[Example], limit: int | None, what: str) -> list[Example]:

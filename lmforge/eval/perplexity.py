@@ -27,7 +27,7 @@ from lmforge.eval.report import write_report
 from lmforge.train.loss import token_losses
 
 if TYPE_CHECKING:
-    from lmforge.train.rundir import LoadedRun
+    from lmforge.run.rundir import LoadedRun
 
 log = logging.getLogger(__name__)
 

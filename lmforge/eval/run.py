@@ -39,7 +39,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Metrics]:
     """Library entry point: metrics per run dir (in the order given)."""
     if not cfg.runs:
         raise ConfigError("eval needs a run dir: lmforge eval runs/NAME [task=sst2] [key=value]")
-    from lmforge.train.rundir import load_run
+    from lmforge.run.rundir import load_run
 
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.infer.generator import left_pad
+from lmforge.infer.generator import GenerationParams, Generator, left_pad
 
 
 @dataclass
@@ -175,3 +175,19 @@ def _best(prompt: _Prompt) -> BeamResult:
         return BeamResult([], float("-inf"), False)
     score, ids, stopped = prompt.finished[0]
     return BeamResult(ids, score, stopped)
+
+
+def beam_texts(
+    generator: Generator, prompts: list[list[int]], params: GenerationParams, beam_size: int
+) -> list[str]:
+    """Beam search each prompt; text cut at the first stop string."""
+    results = beam_search(
+        generator.model, prompts, beam_size, params.max_new_tokens, params.stop_ids
+    )
+    texts = []
+    for result in results:
+        text = generator.tokenizer.decode(result.token_ids)
+        for stop in params.stop:
+            text = text.split(stop, 1)[0] if stop else text
+        texts.append(text)
+    return texts

@@ -19,8 +19,8 @@ from pydantic import Field, field_validator
 
 from lmforge.config import Section
 from lmforge.errors import ConfigError, DataError
-from lmforge.infer.beam import beam_search
-from lmforge.infer.generator import GenerationParams, GenerationStats, Generator
+from lmforge.infer.beam import beam_texts
+from lmforge.infer.generator import GenerationParams, GenerationStats, Generator, encode_prompt
 from lmforge.runtime import DeviceName, DtypeName, resolve_device, resolve_dtype, set_threads
 from lmforge.verb import Flags, Verb
 
@@ -97,7 +97,7 @@ def _unescape(text: str) -> str:
 
 
 def run(cfg: GenerateConfig, flags: Flags) -> int:
-    from lmforge.train.rundir import load_run
+    from lmforge.run.rundir import load_run
 
     if not cfg.run:
         raise ConfigError('generate needs a run dir: lmforge generate runs/x "Once upon a time"')
@@ -125,12 +125,6 @@ def run(cfg: GenerateConfig, flags: Flags) -> int:
     return _run_one(generator, params, cfg, encode_prompt(tokenizer, prompt), sys.stdout)
 
 
-def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """The prompt's ids exactly as tokenizer.json encodes it; '' is the end-of-text token (the
-    boundary every document in the training data follows)."""
-    return tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
-
-
 def _run_one(
     generator: Generator, params: GenerationParams, cfg: GenerateConfig, ids: list[int], out: TextIO
 ) -> int:
@@ -150,22 +144,6 @@ def _run_one(
             _write(out, completion.text if i == 0 else "\n\n" + completion.text)
     _report(job.stats, out)
     return 0
-
-
-def beam_texts(
-    generator: Generator, prompts: list[list[int]], params: GenerationParams, beam_size: int
-) -> list[str]:
-    """Beam search each prompt; text cut at the first stop string."""
-    results = beam_search(
-        generator.model, prompts, beam_size, params.max_new_tokens, params.stop_ids
-    )
-    texts = []
-    for result in results:
-        text = generator.tokenizer.decode(result.token_ids)
-        for stop in params.stop:
-            text = text.split(stop, 1)[0] if stop else text
-        texts.append(text)
-    return texts
 
 
 def _write(out: TextIO, text: str) -> None:

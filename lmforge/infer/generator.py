@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -310,3 +311,9 @@ class Generator:
             raise ValueError("streaming text needs a tokenizer; pass one to Generator")
         for _, delta in self.start([prompt_ids], params, stream=True):
             yield delta
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """The prompt's ids exactly as tokenizer.json encodes it; '' is the end-of-text token (the
+    boundary every document in the training data follows)."""
+    return tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]

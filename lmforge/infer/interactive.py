@@ -16,7 +16,8 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from lmforge.config import describe_validation_error, parse_value
-from lmforge.infer.generator import GenerationParams, Generator
+from lmforge.infer.beam import beam_texts
+from lmforge.infer.generator import GenerationParams, Generator, encode_prompt
 
 BLOCK = '"""'
 SETTABLE = (
@@ -47,8 +48,6 @@ def run_repl(
     err: TextIO | None = None,
 ) -> int:
     """Read prompts until end of input; returns the exit code (0)."""
-    from lmforge.infer.cli import beam_texts, encode_prompt
-
     out, err = out or sys.stdout, err or sys.stderr
     if input_fn is None:
         input_fn = _terminal_input if sys.stdin.isatty() else _piped_input

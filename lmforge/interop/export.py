@@ -49,7 +49,7 @@ def export_hf(
     overwrite: bool = False,
 ) -> Path:
     """Export `run_dir` at `checkpoint` to the HF model dir `out`; returns `out`."""
-    from lmforge.train.rundir import load_run
+    from lmforge.run.rundir import load_run
 
     out = Path(out)
     _check_out(out, overwrite)

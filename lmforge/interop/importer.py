@@ -35,7 +35,7 @@ class ImportConfig(Section):
 
 def import_hf(source: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Convert the HF model dir `source` into the lmforge run dir `out`; returns `out`."""
-    from lmforge.train.rundir import create_run_dir
+    from lmforge.run.rundir import create_run_dir
 
     source, out = Path(source), Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lmforge.train.config import TrainConfig
+    from lmforge.run.config import TrainConfig
     from lmforge.verb import Flags
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from lmforge.data.loader import TokenLoader
 from lmforge.infer.generate import generate
-from lmforge.train.config import SampleSection
+from lmforge.run.config import SampleSection
 from lmforge.train.distributed import DistEnv, all_reduce_mean
 from lmforge.train.loss import IGNORE_INDEX, token_losses
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmforge.train.config import OptimSection
+from lmforge.run.config import OptimSection
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pydantic import BaseModel
 
 from lmforge.config import deep_merge, validate_config
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.train import checkpoint as ckpt
-from lmforge.train import rundir
-from lmforge.train.config import TrainConfig
+from lmforge.run import checkpoint as ckpt
+from lmforge.run import rundir
+from lmforge.run.config import TrainConfig
 from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from torch import nn
 from lmforge.data.loader import TokenLoader
 from lmforge.errors import ConfigError, DataError
 from lmforge.models import build_model
+from lmforge.run.config import TrainConfig
 from lmforge.runtime import autocast, resolve_dtype, seed_everything, set_threads, tune_malloc
 from lmforge.train import distributed as dist_utils
-from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import DistEnv
 from lmforge.train.optim import build_optimizer
 from lmforge.train.peak import choose_dtype
@@ -88,7 +88,7 @@ def _build_model(config: TrainConfig, data: Any, session: Session) -> tuple[nn.M
         # A resumed run gets its weights from its own checkpoint; its saved config already
         # holds the source's model config.
         return build_model(config.model, data.vocab_size), config
-    from lmforge.train.rundir import load_run
+    from lmforge.run.rundir import load_run
 
     loaded = load_run(source, config.init.checkpoint, device="cpu")
     if loaded.tokenizer.hash != data.tokenizer.hash:

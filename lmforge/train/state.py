@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lmforge.models import build_model, save_model
-from lmforge.train import checkpoint as ckpt
+from lmforge.run import checkpoint as ckpt
 from lmforge.train import distributed as dist_utils
 from lmforge.train.distributed import DistEnv
 

@@ -18,11 +18,11 @@ from torch import nn
 
 from lmforge.config import save_config
 from lmforge.data.loader import TokenLoader
+from lmforge.run import checkpoint as ckpt
+from lmforge.run import rundir
+from lmforge.run.config import TrainConfig
 from lmforge.runtime import autocast, malloc_tuning_hint, resolve_device
-from lmforge.train import checkpoint as ckpt
 from lmforge.train import distributed as dist_utils
-from lmforge.train import rundir
-from lmforge.train.config import TrainConfig
 from lmforge.train.console import TrainDisplay, format_stats
 from lmforge.train.evaluate import byte_lengths, sample_text, validation_loss
 from lmforge.train.loss import cross_entropy

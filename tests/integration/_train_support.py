@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lmforge.config import build_config
 from lmforge.data.prepare import PrepareConfig, prepare
-from lmforge.train.config import TrainConfig
+from lmforge.run.config import TrainConfig
 
 WORDS = "the a of to and in that it was for on are as with his they at be this from".split()
 WORDS += "lorem ipsum dolor sit amet model token train loss step value data run".split()

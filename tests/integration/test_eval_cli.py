@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lmforge.cli import main
 from lmforge.data.reader import DataDir
-from lmforge.train.rundir import load_run
+from lmforge.run.rundir import load_run
 
 WORDS = "good great fine bad awful poor the a film movie plot was is very not".split()
 TRAIN = ["model.n_layers=2", "model.d_model=32", "train.batch_size=4", "train.max_steps=3"]

@@ -16,7 +16,7 @@ from lmforge_testing import require
 from lmforge.cli import main
 from lmforge.data.tokenizer import EOT, build_char
 from lmforge.interop.hf_tokenizer import write_hf_tokenizer
-from lmforge.train.rundir import load_run
+from lmforge.run.rundir import load_run
 
 
 @pytest.fixture

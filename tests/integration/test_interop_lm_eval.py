@@ -19,7 +19,7 @@ from lmforge.data.tokenizer import EOT, build_byte
 from lmforge.eval.likelihood import pick, score_choices
 from lmforge.interop.export import export_hf
 from lmforge.models import GPTConfig, build_model
-from lmforge.train.rundir import create_run_dir
+from lmforge.run.rundir import create_run_dir
 
 ITEMS = [
     ("The capital of France is", ["Paris", "London", "a small town by the sea"]),

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from lmforge.data.tokenizer import build_char
-from lmforge.eval.config import EvalConfig, FinetuneConfig
+from lmforge.eval.config import EvalConfig
 from lmforge.eval.run import evaluate
 from lmforge.eval.tasks.copy_reverse import TASK
 from lmforge.finetune import finetune
+from lmforge.finetune.config import FinetuneConfig
 from lmforge.models import GPTConfig, LSTMConfig, build_model
-from lmforge.train.rundir import create_run_dir, load_run
+from lmforge.run.rundir import create_run_dir, load_run
 from lmforge.verb import Flags
 
 # Sizes chosen to pass with a margin in well under a minute on one CPU thread.

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from lmforge.data.tokenizer import build_char
-from lmforge.eval.config import EvalConfig, FinetuneConfig, TaskSection
+from lmforge.eval.config import EvalConfig, TaskSection
 from lmforge.eval.run import evaluate
 from lmforge.eval.tasks import get_task
 from lmforge.finetune import finetune
+from lmforge.finetune.config import FinetuneConfig
 from lmforge.models import GPTConfig, LSTMConfig, build_model
-from lmforge.train.rundir import create_run_dir
+from lmforge.run.rundir import create_run_dir
 from lmforge.verb import Flags
 
 
@@ -87,8 +88,8 @@ def test_trainer_counts_the_tokens_it_computed(tmp_path: Path) -> None:
     """SFT batches are as wide as their longest row, not the longest example: the run's token
     counter (and so tokens/s and MFU) must add up the batches actually fed, pads included."""
     from lmforge.eval.tasks.sft_jsonl import TASK as SFT_JSONL
-    from lmforge.train.rundir import load_run
-    from lmforge.train.sft import SFTBatches, encode_split
+    from lmforge.finetune.sft import SFTBatches, encode_split
+    from lmforge.run.rundir import load_run
 
     rows = [{"prompt": "x" * k, "response": "y"} for k in range(1, 61)]
     for split in ("train", "test"):

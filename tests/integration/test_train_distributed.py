@@ -12,7 +12,7 @@ import torch
 from _train_support import make_data_dir, train_config, train_losses
 
 from lmforge.config import save_config
-from lmforge.train.rundir import load_run
+from lmforge.run.rundir import load_run
 from lmforge.train.trainer import run
 from lmforge.verb import Flags
 

@@ -10,7 +10,7 @@ from _train_support import make_data_dir, train_losses
 
 from lmforge.cli import main
 from lmforge.config import build_config
-from lmforge.train.config import TrainConfig
+from lmforge.run.config import TrainConfig
 from lmforge.train.trainer import run
 from lmforge.verb import Flags
 

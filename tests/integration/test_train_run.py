@@ -11,7 +11,7 @@ import torch.distributed
 from _train_support import make_data_dir, read_rows, train_config, train_losses
 
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.train.rundir import RunLock, load_run
+from lmforge.run.rundir import RunLock, load_run
 from lmforge.train.trainer import run
 from lmforge.verb import Flags
 

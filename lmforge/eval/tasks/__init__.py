@@ -1,8 +1,9 @@
-"""The task registry: task name -> the object that evaluates (and fine-tunes for) that task.
+"""The task registry: task name -> the object that defines and evaluates that task.
 
 A task is data plus a definition (reader, prompt template, verbalisers, metric), one small file per
-task family in this package. `TASKS` maps names to "module:ATTR" so a task is imported only when
-used; `get_task(name)` returns it. Every task follows the `Task` protocol below.
+task family in this package; nothing here trains (`lmforge.finetune` does, by the task's `kind`).
+`TASKS` maps names to "module:ATTR" so a task is imported only when used; `get_task(name)` returns
+it. Every task follows the `Task` protocol below.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from lmforge.errors import ConfigError
 
 if TYPE_CHECKING:
-    from lmforge.eval.config import EvalConfig, FinetuneConfig
-    from lmforge.train.rundir import LoadedRun
-    from lmforge.verb import Flags
+    from lmforge.eval.config import EvalConfig
+    from lmforge.run.rundir import LoadedRun
 
 TaskKind = Literal["classification", "multiple_choice", "generation"]
 Metrics = dict[str, float | int | str]
@@ -35,17 +35,14 @@ TASKS: dict[str, str] = {
 
 
 class Task(Protocol):
-    """What `lmforge eval` and `lmforge finetune` need from a task."""
+    """What `lmforge eval` needs from a task; `kind` tells `lmforge finetune` how to train for it
+    (classification tasks also offer `load(...)`, generation tasks `examples(split, ...)`)."""
 
     name: str
     kind: TaskKind
 
     def evaluate(self, run: LoadedRun, cfg: EvalConfig) -> Metrics:
         """Score `run` on the task; write `run_dir/eval/<name>.json|md`; return flat metrics."""
-        ...
-
-    def finetune(self, run: LoadedRun, cfg: FinetuneConfig, flags: Flags) -> int:
-        """Fine-tune `run` into `cfg.out`; return an exit code (ConfigError if not finetunable)."""
         ...
 
 

@@ -15,20 +15,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lmforge.errors import ConfigError, DataError
-from lmforge.eval.config import EvalConfig, FinetuneConfig, TaskSection
+from lmforge.eval.config import EvalConfig, TaskSection
 from lmforge.eval.fewshot import Prompting, build_contexts, classify
 from lmforge.eval.metrics import accuracy, confusion_matrix, macro_f1, majority_accuracy
 from lmforge.eval.report import save_confusion_png, write_report
 from lmforge.eval.tasks.files import task_file
 from lmforge.eval.tasks.readers import label_ids, read_labelled, sort_labels
+from lmforge.models.heads import load_head, predict
+from lmforge.run.rundir import CLASSIFIER_DIR
 
 if TYPE_CHECKING:
-    from lmforge.train.rundir import LoadedRun
-    from lmforge.verb import Flags
+    from lmforge.run.rundir import LoadedRun
 
 log = logging.getLogger(__name__)
-
-CLASSIFIER_DIR = "classifier"
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,6 @@ class ClassificationTask:
     def _evaluate_head(
         self, run: LoadedRun, cfg: EvalConfig, head_dir: Path
     ) -> dict[str, float | int | str]:
-        from lmforge.train.classifier import load_head, predict
 
         model, meta = load_head(run.model, head_dir)
         task_cfg = cfg.task
@@ -188,14 +186,6 @@ class ClassificationTask:
         title = f"{self.name} ({metrics['method']}): acc {float(metrics['acc']):.3f}"
         save_confusion_png(matrix, names, png, title)
         write_report(run_dir, self.name, metrics, {"labels": names, "confusion_matrix": matrix})
-
-    # -- fine-tuning -----------------------------------------------------------------------------
-
-    def finetune(self, run: LoadedRun, cfg: FinetuneConfig, flags: Flags) -> int:
-        from lmforge.train.classifier_run import finetune_classifier
-
-        data = self.load(cfg.task, ("train", "dev", "test"), cfg.seed)
-        return finetune_classifier(self.name, data, run, cfg, flags)
 
 
 def _scores(y_true: list[int], y_pred: list[int]) -> dict[str, float | int]:

@@ -17,15 +17,14 @@ from typing import TYPE_CHECKING, Literal
 from torch import nn
 
 from lmforge.errors import ConfigError, DataError
-from lmforge.eval.config import EvalConfig, FinetuneConfig, TaskSection
+from lmforge.eval.config import EvalConfig, TaskSection
 from lmforge.eval.fewshot import SHOT_SEPARATOR
 from lmforge.eval.likelihood import TextEncoder, encode_pair, loglikelihood, pick
 from lmforge.eval.report import write_report
 from lmforge.eval.tasks.files import task_file
 
 if TYPE_CHECKING:
-    from lmforge.train.rundir import LoadedRun
-    from lmforge.verb import Flags
+    from lmforge.run.rundir import LoadedRun
 
 
 @dataclass(frozen=True)
@@ -140,12 +139,6 @@ class MultipleChoiceTask:
         details = {"predictions": preds, "predictions_norm": preds_norm}
         write_report(run.run_dir, self.name, metrics, details)
         return metrics
-
-    def finetune(self, run: LoadedRun, cfg: FinetuneConfig, flags: Flags) -> int:
-        raise ConfigError(
-            "task 'multiple_choice' is evaluated zero/few-shot only; use 'lmforge eval' "
-            "(finetune a classification or generation task instead)"
-        )
 
 
 TASK = MultipleChoiceTask()

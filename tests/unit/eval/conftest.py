@@ -7,7 +7,7 @@ import torch
 
 from lmforge.data.tokenizer import EOT, build_char
 from lmforge.models import GPTConfig, LSTMConfig, build_model
-from lmforge.train.rundir import create_run_dir
+from lmforge.run.rundir import create_run_dir
 
 TEXT = "abcdefghijklmnopqrstuvwxyz .,:!?\n0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ'-"
 

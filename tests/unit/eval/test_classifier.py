@@ -7,17 +7,11 @@ import random
 import pytest
 import torch
 
-from lmforge.eval.config import ClassifierSection
 from lmforge.eval.metrics import accuracy
+from lmforge.finetune.classifier import fit_classifier
+from lmforge.finetune.config import ClassifierSection
 from lmforge.models import GPTConfig, LSTMConfig, build_model
-from lmforge.train.classifier import (
-    SequenceClassifier,
-    fit_classifier,
-    load_head,
-    pad_batch,
-    predict,
-    save_head,
-)
+from lmforge.models.heads import SequenceClassifier, load_head, pad_batch, predict, save_head
 
 VOCAB = 16
 CONFIGS = {

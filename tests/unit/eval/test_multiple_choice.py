@@ -8,11 +8,13 @@ import pytest
 
 from lmforge.config import build_config
 from lmforge.errors import ConfigError, DataError
-from lmforge.eval.config import EvalConfig, FinetuneConfig
+from lmforge.eval.config import EvalConfig
 from lmforge.eval.likelihood import score_choices
 from lmforge.eval.tasks import get_task
 from lmforge.eval.tasks.multiple_choice import read_questions, score_questions, with_shots
-from lmforge.train.rundir import load_run
+from lmforge.finetune import finetune
+from lmforge.finetune.config import FinetuneConfig
+from lmforge.run.rundir import load_run
 from lmforge.verb import Flags
 
 QUESTIONS = [
@@ -74,6 +76,6 @@ def test_evaluate_and_shots(tmp_path, gpt_run):
 
 
 def test_multiple_choice_cannot_be_finetuned(gpt_run):
-    cfg = build_config(FinetuneConfig, None, ["task=multiple_choice", "out=x"])
+    cfg = build_config(FinetuneConfig, None, [f"init={gpt_run}", "task=multiple_choice", "out=x"])
     with pytest.raises(ConfigError, match="zero/few-shot only"):
-        get_task("multiple_choice").finetune(load_run(gpt_run), cfg, Flags())
+        finetune(cfg, Flags())

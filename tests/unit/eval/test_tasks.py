@@ -8,11 +8,12 @@ import pytest
 
 from lmforge.config import build_config
 from lmforge.errors import ConfigError, DataError
-from lmforge.eval.config import EvalConfig, FinetuneConfig
+from lmforge.eval.config import EvalConfig
 from lmforge.eval.fewshot import Prompting, build_contexts
 from lmforge.eval.tasks import TASKS, get_task
 from lmforge.eval.tasks.classification import TASK as GENERIC
-from lmforge.train.rundir import load_run
+from lmforge.finetune.config import FinetuneConfig
+from lmforge.run.rundir import load_run
 
 
 def test_every_registered_task_resolves():

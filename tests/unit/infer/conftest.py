@@ -9,7 +9,7 @@ import torch
 
 from lmforge.data.tokenizer import build_char
 from lmforge.models import GPTConfig, LSTMConfig, build_model
-from lmforge.train.rundir import create_run_dir
+from lmforge.run.rundir import create_run_dir
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz .,!?\n'ÄéÜß"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import tokenizers
 
-from lmforge.infer.cli import GenerateConfig, encode_prompt, read_prompts
-from lmforge.infer.generator import GenerationParams, Generator
-from lmforge.train.rundir import load_run
+from lmforge.infer.cli import GenerateConfig, read_prompts
+from lmforge.infer.generator import GenerationParams, Generator, encode_prompt
+from lmforge.run.rundir import load_run
 
 REPO = Path(__file__).resolve().parents[3]
 PROMPT = "the straße, héllo wo"

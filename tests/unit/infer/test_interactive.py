@@ -11,7 +11,7 @@ import pytest
 from lmforge.infer.cli import GenerateConfig
 from lmforge.infer.generator import GenerationParams, Generator
 from lmforge.infer.interactive import read_prompt, run_repl
-from lmforge.train.rundir import load_run
+from lmforge.run.rundir import load_run
 
 
 def _inputs(lines: list[str]):  # noqa: ANN202

@@ -14,7 +14,7 @@ from lmforge_testing import require
 from lmforge.data.tokenizer import EOT, Tokenizer, build_char
 from lmforge.interop.hf_tokenizer import write_hf_tokenizer
 from lmforge.models import GPTConfig, build_model
-from lmforge.train.rundir import create_run_dir
+from lmforge.run.rundir import create_run_dir
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"

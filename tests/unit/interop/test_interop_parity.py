@@ -22,7 +22,7 @@ from lmforge.infer.generate import generate
 from lmforge.interop.export import export_hf
 from lmforge.interop.importer import import_hf
 from lmforge.models import LSTMConfig, build_model
-from lmforge.train.rundir import create_run_dir, load_run
+from lmforge.run.rundir import create_run_dir, load_run
 
 TOL = 1e-4
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmforge.errors import CheckpointError
-from lmforge.train import checkpoint as ckpt
+from lmforge.run import checkpoint as ckpt
 
 
 def write(root, step, payload=b"weights", pointer=True):

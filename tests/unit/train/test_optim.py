@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmforge.models import GPTConfig, LSTMConfig, build_model
-from lmforge.train.config import OptimSection
+from lmforge.run.config import OptimSection
 from lmforge.train.optim import build_optimizer, decay_groups, muon_split
 
 CPU = torch.device("cpu")

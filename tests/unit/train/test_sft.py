@@ -10,11 +10,11 @@ import torch
 
 from lmforge.data.tokenizer import build_char
 from lmforge.eval.generation import Example
+from lmforge.finetune.sft import EncodedExample, SFTBatches, collate, encode_example
 from lmforge.models import GPTConfig, build_model
 from lmforge.train.distributed import detect
 from lmforge.train.evaluate import validation_loss
 from lmforge.train.loss import IGNORE_INDEX, cross_entropy
-from lmforge.train.sft import EncodedExample, SFTBatches, collate, encode_example
 
 TOK = build_char(["abcdefgh =?"], ["<|endoftext|>"])
 EOT = TOK.eot_id

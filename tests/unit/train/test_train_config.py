@@ -6,7 +6,7 @@ import pytest
 
 from lmforge.config import build_config, load_config, save_config
 from lmforge.errors import ConfigError
-from lmforge.train.config import TrainConfig
+from lmforge.run.config import TrainConfig
 from lmforge.train.session import explicit_values
 
 

@@ -1,108 +1,167 @@
-"""Sequence classification on top of a language model: a pooled head, its training loop, I/O.
+"""`lmforge finetune` for classification tasks: fine-tune, test, and write the new run dir.
 
-`SequenceClassifier` wraps any model with `hidden_states(tokens) -> (B, T, d)` (GPT and LSTM) and
-adds dropout + a linear head over the mean of the hidden states or the last token's. Fine-tuning
-trains the whole model or only the head (then the frozen body's pooled vectors are computed once),
-evaluates on dev a few times per epoch, keeps the best weights and stops early when dev accuracy
-stops improving. Inputs are right-padded, so causal models never see the pads of real tokens.
+The new run dir is a normal one (config, tokenizer, a checkpoint of the fine-tuned body, so
+`generate`, `export` and `init.from` accept it) plus `classifier/` (the head and its labels),
+`finetune.toml`, and `eval/<task>.json|md` + a confusion-matrix PNG with the test results. It is
+written under a temp name and renamed when complete, so a failure leaves no half-written run.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.errors import CheckpointError
-from lmforge.eval.config import ClassifierSection
-from lmforge.eval.metrics import accuracy
+from lmforge.config import save_config
+from lmforge.eval.metrics import accuracy, confusion_matrix, macro_f1, majority_accuracy
+from lmforge.eval.report import markdown_table, save_confusion_png, write_report
+from lmforge.eval.tasks.classification import ClassificationData, encode_examples
+from lmforge.finetune.config import ClassifierSection, FinetuneConfig
+from lmforge.finetune.publish import FINETUNE_CONFIG, check_out
+from lmforge.models.heads import SequenceClassifier, pad_batch, predict, save_head
+from lmforge.run.rundir import CLASSIFIER_DIR, LoadedRun, create_run_dir, remove_run_dir
+from lmforge.runtime import autocast, resolve_dtype, seed_everything
+
+if TYPE_CHECKING:
+    from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)
 
-HEAD_FILE = "head.safetensors"
-META_FILE = "classifier.json"
-FORMAT_VERSION = 1
+
+def finetune_classifier(
+    task: str, data: ClassificationData, run: LoadedRun, cfg: FinetuneConfig, flags: Flags
+) -> int:
+    """Fine-tune `run` with a classification head on `data`; report test metrics; save."""
+    out = check_out(cfg, flags)
+    assert data.train and data.dev and data.test  # loaded with all three splits
+    ccfg = cfg.classifier
+    max_len = min(ccfg.max_len, run.model.max_context or ccfg.max_len)
+    train = data.train
+    if ccfg.limit_train:
+        train = type(train)(train.texts[: ccfg.limit_train], train.labels[: ccfg.limit_train])
+    device = next(run.model.parameters()).device
+    seed_everything(cfg.seed)
+    model = SequenceClassifier(run.model, len(data.labels), ccfg.pooling, ccfg.dropout).to(device)
+    log.info(
+        "fine-tuning %s (%s pooling, %s) on %s: %d train / %d dev / %d test examples",
+        run.run_dir,
+        ccfg.pooling,
+        ccfg.mode,
+        task,
+        len(train.texts),
+        len(data.dev.texts),
+        len(data.test.texts),
+    )
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return encode_examples(run.tokenizer, texts, max_len)
+
+    with autocast(device, resolve_dtype(cfg.dtype)):
+        fit = fit_classifier(
+            model,
+            (encode(train.texts), train.labels),
+            (encode(data.dev.texts), data.dev.labels),
+            ccfg,
+            cfg.seed,
+        )
+        preds = predict(model, encode(data.test.texts), ccfg.batch_size * 2)
+    metrics = _metrics(task, cfg, fit, data.test.labels, preds)
+    meta = {
+        "task": task,
+        "labels": data.labels,
+        "label_names": data.label_names,
+        "max_len": max_len,
+        "init": str(run.run_dir),
+        "init_step": run.step,
+    }
+    _write_run(
+        out,
+        run,
+        model,
+        cfg,
+        flags,
+        meta,
+        metrics,
+        confusion_matrix(data.test.labels, preds, len(data.labels)),
+    )
+    print(markdown_table({out.name: metrics}))
+    return 0
 
 
-class SequenceClassifier(nn.Module):
-    """Token ids (B, T) and lengths (B,) -> class logits (B, num_classes)."""
-
-    def __init__(self, body: nn.Module, num_classes: int, pooling: str, dropout: float = 0.0):
-        super().__init__()
-        self.body = body
-        self.pooling = pooling
-        self.drop = nn.Dropout(dropout)
-        # Both model kinds end in `lm_head`, whose input width is the hidden-state width.
-        self.head = nn.Linear(body.lm_head.in_features, num_classes)
-        nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
-
-    def pool(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Sentence vectors (B, d) from the body's hidden states at the real tokens."""
-        hidden = self.body.hidden_states(tokens).float()  # (B, T, d)
-        if self.pooling == "last":
-            rows = torch.arange(tokens.size(0), device=tokens.device)
-            return hidden[rows, lengths - 1]  # (B, d)
-        positions = torch.arange(tokens.size(1), device=tokens.device)
-        mask = (positions[None, :] < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
-        return (hidden * mask).sum(dim=1) / lengths[:, None].clamp(min=1)  # (B, d)
-
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(self.pool(tokens, lengths)))
+def _metrics(
+    task: str, cfg: FinetuneConfig, fit: FitResult, y_true: list[int], y_pred: list[int]
+) -> dict[str, float | int | str]:
+    return {
+        "task": task,
+        "method": "finetuned",
+        "pooling": cfg.classifier.pooling,
+        "mode": cfg.classifier.mode,
+        "n": len(y_true),
+        "acc": accuracy(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred),
+        "majority_acc": majority_accuracy(y_true),
+        "dev_acc": fit.best_dev_acc,
+        "steps": fit.steps,
+        "best_step": fit.best_step,
+        "epochs": round(fit.epochs, 2),
+        "seconds": round(fit.seconds, 1),
+        "stopped": fit.stopped,
+    }
 
 
-# ---------------------------------------------------------------------------------------------
-# Batching
-
-
-def pad_batch(ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists with 0: (tokens (B, T), lengths (B,))."""
-    lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
-    tokens = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
-    for row, x in enumerate(ids):
-        tokens[row, : len(x)] = torch.tensor(x, dtype=torch.long)
-    return tokens, lengths
-
-
-def truncate(ids: Sequence[Sequence[int]], max_len: int, fill: int) -> list[list[int]]:
-    """Keep the first `max_len` tokens of each example; an empty one becomes `[fill]`."""
-    return [list(x[:max_len]) or [fill] for x in ids]
-
-
-def _order_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
-    perm = torch.randperm(n, generator=generator).tolist()
-    for i in range(0, n, batch_size):
-        yield perm[i : i + batch_size]
-
-
-@torch.no_grad()
-def predict(
-    model: SequenceClassifier, ids: Sequence[Sequence[int]], batch_size: int = 64
-) -> list[int]:
-    """Predicted class ids, batched by length so padding stays small."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    preds = [0] * len(ids)
-    for i in range(0, len(order), batch_size):
-        chunk = order[i : i + batch_size]
-        tokens, lengths = pad_batch([ids[j] for j in chunk])
-        logits = model(tokens.to(device), lengths.to(device))
-        for j, p in zip(chunk, logits.argmax(dim=-1).tolist(), strict=True):
-            preds[j] = p
-    model.train(was_training)
-    return preds
+def _write_run(
+    out: Path,
+    run: LoadedRun,
+    model: SequenceClassifier,
+    cfg: FinetuneConfig,
+    flags: Flags,
+    meta: dict,
+    metrics: dict[str, float | int | str],
+    matrix: list[list[int]],
+) -> None:
+    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        train_config = run.config.model_copy(update={"out": str(out)})
+        create_run_dir(
+            tmp,
+            model.body,
+            run.model_config,
+            run.tokenizer,
+            config=train_config,
+            step=int(metrics["steps"]),
+            overwrite=True,
+            info={"finetune": {"task": meta["task"], "init": meta["init"]}},
+        )
+        save_config(cfg, tmp / FINETUNE_CONFIG)
+        save_head(model, tmp / CLASSIFIER_DIR, meta)
+        title = f"{meta['task']} (fine-tuned): acc {float(metrics['acc']):.3f}"
+        save_confusion_png(
+            matrix, meta["label_names"], tmp / "eval" / f"{meta['task']}_confusion.png", title
+        )
+        details = {"labels": meta["label_names"], "confusion_matrix": matrix}
+        write_report(tmp, meta["task"], metrics, details, column=out.name)
+        if out.exists():
+            if flags.overwrite and any(out.iterdir()):
+                remove_run_dir(out)
+            else:
+                out.rmdir()
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info("wrote %s", out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +221,12 @@ class _EarlyStopping:
     def restore(self) -> None:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+
+
+def _order_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
+    perm = torch.randperm(n, generator=generator).tolist()
+    for i in range(0, n, batch_size):
+        yield perm[i : i + batch_size]
 
 
 def fit_classifier(
@@ -247,36 +312,3 @@ def _pooled(
         tokens, lengths = pad_batch(ids[i : i + batch_size * 2])
         out.append(model.pool(tokens.to(device), lengths.to(device)).cpu())
     return torch.cat(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# Saving and loading the head (the body is saved as a normal run-dir checkpoint)
-
-
-def save_head(model: SequenceClassifier, directory: Path, meta: dict[str, Any]) -> None:
-    """Write `head.safetensors` and `classifier.json` (labels, pooling, task) into `directory`."""
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    save_file(state, str(directory / HEAD_FILE))
-    payload = {"format_version": FORMAT_VERSION, "pooling": model.pooling, **meta}
-    (directory / META_FILE).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-
-
-def load_head(body: nn.Module, directory: Path) -> tuple[SequenceClassifier, dict[str, Any]]:
-    """Rebuild the classifier saved by `save_head` around `body`; returns it and its metadata."""
-    from safetensors.torch import load_file
-
-    meta_path = directory / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        state = load_file(str(directory / HEAD_FILE))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{directory} holds no readable classifier head ({exc})") from None
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path} is from a newer lmforge; upgrade lmforge")
-    model = SequenceClassifier(body, len(meta["labels"]), meta["pooling"])
-    model.head.load_state_dict(state)
-    device = next(body.parameters()).device
-    return model.to(device).eval(), meta

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,11 @@ import torch
 
 from lmforge.config import save_config
 from lmforge.errors import ConfigError
-from lmforge.eval.config import FinetuneConfig
-from lmforge.runtime import resolve_dtype, seed_everything
-from lmforge.train import checkpoint as ckpt
-from lmforge.train import distributed as dist_utils
-from lmforge.train import rundir
-from lmforge.train.config import (
+from lmforge.finetune.config import FinetuneConfig
+from lmforge.finetune.publish import FINETUNE_CONFIG, check_out, partial_dir, publish
+from lmforge.run import checkpoint as ckpt
+from lmforge.run import rundir
+from lmforge.run.config import (
     CheckpointSection,
     EvalSection,
     InitSection,
@@ -37,16 +35,17 @@ from lmforge.train.config import (
     TrainConfig,
     TrainSection,
 )
+from lmforge.runtime import resolve_dtype, seed_everything
+from lmforge.train import distributed as dist_utils
 from lmforge.train.loss import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from lmforge.eval.generation import Example, GenerationTask
-    from lmforge.train.rundir import LoadedRun
+    from lmforge.run.rundir import LoadedRun
     from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)
 
-FINETUNE_CONFIG = "finetune.toml"
 LSTM_MAX_LEN = 512
 
 
@@ -215,7 +214,6 @@ def encode_split(
 
 def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flags: Flags) -> int:
     """Fine-tune `run` on `task` into `cfg.out` with the Trainer; score the test split after."""
-    from lmforge.train.classifier_run import check_out
     from lmforge.train.trainer import Trainer
 
     out = check_out(cfg, flags)
@@ -241,7 +239,7 @@ def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flag
     model = run.model.train()
     trainer = Trainer(
         config,
-        _temp_dir(out),
+        partial_dir(out),
         model,
         build_optimizer(model, config.optim, device),
         SFTBatches(train, config.train.batch_size, cfg.seed, True, pad, cfg.sft.group_by_length),
@@ -255,14 +253,10 @@ def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flag
     code = _train_into(trainer, run, cfg, flags, task.name)
     if code != 0:
         return code
-    _publish(trainer.out, out, flags)
+    publish(trainer.out, out, flags)
     if cfg.sft.evaluate:
         _score_test(task, out, cfg, device)
     return 0
-
-
-def _temp_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.tmp{os.getpid()}"
 
 
 def _train_into(trainer: Any, run: LoadedRun, cfg: FinetuneConfig, flags: Flags, task: str) -> int:
@@ -278,26 +272,8 @@ def _train_into(trainer: Any, run: LoadedRun, cfg: FinetuneConfig, flags: Flags,
     with rundir.RunLock(tmp):
         code = trainer.fit()
     if code != 0:
-        partial = tmp.with_name(f"{Path(cfg.out).name}.partial")
-        if partial.exists():
-            shutil.rmtree(partial)
-        tmp.rename(partial)
-        log.warning("fine-tuning stopped early; the partial run dir is %s", partial)
+        log.warning("fine-tuning stopped early; the partial run dir is %s", tmp)
     return code
-
-
-def _publish(tmp: Path, out: Path, flags: Flags) -> None:
-    """Move the finished run dir into place (replacing `out` only with --overwrite)."""
-    if out.exists():
-        if any(out.iterdir()):
-            if not flags.overwrite:
-                raise ConfigError(f"{out} appeared while training; the new run is in {tmp}")
-            rundir.remove_run_dir(out)
-        else:
-            out.rmdir()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
-    log.info("wrote %s", out)
 
 
 def _score_test(task: GenerationTask, out: Path, cfg: FinetuneConfig, device: torch.device) -> None:

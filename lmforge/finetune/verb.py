@@ -1,9 +1,9 @@
 """`lmforge finetune RUN task=NAME out=NEW_RUN [key=value ...]`: adapt a trained run to a task.
 
-The task decides how (`Task.finetune` in `lmforge.eval.tasks`): a classification task adds a
-classification head and trains it (`lmforge.train.classifier`); a generation task runs supervised
-fine-tuning on prompt/response pairs (`lmforge.train.sft`). Either way the result is a new run
-dir that `eval`, `generate` and `export` accept.
+Dispatch by the task's kind: a classification task gets a classification head trained through the
+Trainer (`classifier.py`); a generation task gets supervised fine-tuning on its prompt/response
+pairs (`sft.py`). Either way the result is a new run dir that `eval`, `generate` and `export`
+accept, published only when complete (`publish.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from lmforge.errors import ConfigError
-from lmforge.eval.config import FinetuneConfig
+from lmforge.finetune.config import FinetuneConfig
 from lmforge.runtime import resolve_device, set_threads
 from lmforge.verb import Flags, Verb
 
@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def finetune(cfg: FinetuneConfig, flags: Flags | None = None) -> int:
-    """Library entry point: load `cfg.init`, hand it to the task's `finetune`, return its code."""
+    """Library entry point: load `cfg.init`, fine-tune it for `cfg.task`, return the exit code."""
     from lmforge.eval.tasks import TASKS, get_task
-    from lmforge.train.rundir import load_run
+    from lmforge.finetune.publish import check_out
+    from lmforge.run.rundir import load_run
 
     flags = flags or Flags()
     if not cfg.init:
@@ -30,10 +31,23 @@ def finetune(cfg: FinetuneConfig, flags: Flags | None = None) -> int:
         known = ", ".join(sorted(TASKS))
         raise ConfigError(f"finetune needs task=NAME (one of: {known})")
     task = get_task(cfg.task.name)
+    if task.kind not in ("classification", "generation"):
+        raise ConfigError(
+            f"task '{task.name}' ({task.kind}) is evaluated zero/few-shot only; use 'lmforge eval' "
+            "(finetune a classification or generation task instead)"
+        )
+    check_out(cfg, flags)
     set_threads(cfg.threads)
     run = load_run(cfg.init, cfg.checkpoint, resolve_device(cfg.device))
     log.info("fine-tuning %s (%s) for task %s", cfg.init, run.checkpoint_dir.name, task.name)
-    return task.finetune(run, cfg, flags)
+    if task.kind == "classification":
+        from lmforge.finetune.classifier import finetune_classifier
+
+        data = task.load(cfg.task, ("train", "dev", "test"), cfg.seed)  # type: ignore[attr-defined]
+        return finetune_classifier(task.name, data, run, cfg, flags)
+    from lmforge.finetune.sft import finetune_sft
+
+    return finetune_sft(task, run, cfg, flags)  # type: ignore[arg-type]
 
 
 def run(cfg: FinetuneConfig, flags: Flags) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import shutil
 import subprocess
@@ -29,8 +28,9 @@ from lmforge import __version__
 from lmforge.config import load_config, save_config
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.models import load_model, save_model
-from lmforge.train import checkpoint as ckpt
-from lmforge.train.config import TrainConfig
+from lmforge.run import checkpoint as ckpt
+from lmforge.run.config import TrainConfig
+from lmforge.run.lock import LOCK_FILE, RunLock  # noqa: F401 - part of the run-dir contract
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,12 @@ CONFIG_FILE = "config.toml"
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
-LOCK_FILE = "train.lock"
 RUN_INFO_FILE = "run_info.json"
 SAMPLES_FILE = "samples.txt"
 PLOTS_DIR = "plots"
 TB_DIR = "tb"
+CLASSIFIER_DIR = "classifier"  # a fine-tuned classifier's head (lmforge.models.heads)
+FINETUNE_CONFIG = "finetune.toml"  # the FinetuneConfig that made a fine-tuned run
 
 
 @dataclass
@@ -201,46 +202,3 @@ def _git_commit() -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() or None
-
-
-class RunLock:
-    """An exclusive lock on a run dir (`train.lock`), released on exit or when the process dies.
-
-    Uses `flock`, which the kernel drops with the process, so a `kill -9` never leaves a stale
-    lock; the file holds the owner's pid and host for the error message.
-    """
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> RunLock:
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise CheckpointError(
-                f"{self.path.parent} is being written by another trainer ({owner}); wait for "
-                "it to finish or choose another out="
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {platform.node()}".encode())
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        self.path.unlink(missing_ok=True)
-        os.close(self._fd)
-        self._fd = None
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
