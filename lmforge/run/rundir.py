@@ -15,7 +15,6 @@ import logging
 import platform
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -168,7 +167,10 @@ def write_run_info(
     info = {
         "lmforge_version": __version__,
         "git_commit": _git_commit(),
-        "command": list(argv if argv is not None else sys.argv),
+        # The lmforge command as typed; a library call (lmforge.train.run(...)) has none, and
+        # the caller's own sys.argv (pytest, a notebook) would be misleading.
+        "command": list(argv) if argv else None,
+        "invoked_from": "cli" if argv else "python",
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device,

@@ -1,12 +1,15 @@
 """The trainer's terminal output: a rich progress bar on stderr plus a log line every N steps.
 
 The bar (step, loss, lr, tokens/s, MFU, ETA) shows only when stderr is a terminal; log lines go
-through `logging` (so files and CI logs get them) or, under a live bar, above the bar.
+through `logging` (so files and CI logs get them) or, under a live bar, above the bar. Without a
+bar (stdout/stderr piped, CI, nohup) step 1 is logged and then a line at least every
+`QUIET_LOG_S` seconds, so a log never stays silent for minutes.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from rich.progress import (
     BarColumn,
@@ -20,6 +23,8 @@ from rich.progress import (
 from lmforge.progress import is_interactive, stderr_console
 
 log = logging.getLogger("lmforge.train")
+
+QUIET_LOG_S = 30.0  # longest silence without a progress bar
 
 
 class TrainDisplay:
@@ -39,6 +44,8 @@ class TrainDisplay:
             disable=not (enabled and is_interactive()),
         )
         self._task = self._progress.add_task("train", total=total, completed=start, stats="")
+        self._bar = enabled and is_interactive()
+        self._last_line: float | None = None  # monotonic time of the last heartbeat line
 
     def __enter__(self) -> TrainDisplay:
         self._progress.__enter__()
@@ -52,6 +59,12 @@ class TrainDisplay:
         if total is not None:
             self._progress.update(self._task, total=total)
         self._progress.update(self._task, completed=step, stats=text)
+        if self.enabled and not self._bar:
+            now = time.monotonic()
+            if self._last_line is None or now - self._last_line >= QUIET_LOG_S:
+                self._last_line = now
+                of = f"/{int(total)}" if total else ""
+                log.info("step %d%s: %s", step, of, text)
 
     def message(self, text: str) -> None:
         if not self.enabled:

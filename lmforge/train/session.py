@@ -49,7 +49,7 @@ def resolve_session(config: TrainConfig, flags: Flags) -> Session:
                 "start it over (or choose another out=)"
             )
     _require_data(config)
-    return Session(config, out)
+    return Session(_settled(config), out)
 
 
 def _require_data(config: TrainConfig) -> None:
@@ -57,6 +57,38 @@ def _require_data(config: TrainConfig) -> None:
         raise ConfigError(
             "missing required config key 'data' (a data dir from 'lmforge prepare'); set data=PATH"
         )
+
+
+# A run whose warm-up would take more than this fraction of its steps gets a shorter warm-up.
+MAX_WARMUP_FRACTION = 0.1
+
+
+def _settled(config: TrainConfig) -> TrainConfig:
+    """The config as the run dir records it: the data dir as an absolute path (so `lmforge eval
+    /abs/runs/x` works from any directory) and a warm-up that fits inside the run."""
+    updates: dict[str, Any] = {}
+    if config.data is not None and not Path(config.data).is_absolute():
+        updates["data"] = str(Path(config.data).resolve())
+    sched, max_steps = config.schedule, config.max_steps
+    if max_steps is not None and "warmup_steps" not in sched.model_fields_set:
+        if sched.warmup_steps > MAX_WARMUP_FRACTION * max_steps:
+            warmup = int(MAX_WARMUP_FRACTION * max_steps)
+            log.info(
+                "warm-up shortened to %d steps (10%% of train.max_steps=%d; the default %d would "
+                "not fit); set schedule.warmup_steps to choose",
+                warmup,
+                max_steps,
+                sched.warmup_steps,
+            )
+            updates["schedule"] = sched.model_copy(update={"warmup_steps": warmup})
+    elif max_steps is not None and sched.warmup_steps >= max_steps:
+        log.warning(
+            "warning: schedule.warmup_steps=%d >= train.max_steps=%d: the learning rate never "
+            "reaches its peak; lower schedule.warmup_steps",
+            sched.warmup_steps,
+            max_steps,
+        )
+    return config.model_copy(update=updates) if updates else config
 
 
 def _resume_session(cli_config: TrainConfig, out: Path) -> Session:
