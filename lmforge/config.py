@@ -2,19 +2,23 @@
 
 The config *models* live next to the code they configure (`data/prepare.py` owns `PrepareConfig`,
 ...); this module only loads, merges, validates, saves and documents them. Models are pydantic v2
-with `extra="forbid"`, so a typo is an error that names the key. Recipes may inherit from another
-recipe with a top-level `inherit = "base.toml"` (a path relative to the recipe).
+with `extra="forbid"`, so a typo is an error that names the key and the closest valid one. A
+recipe is a TOML file or the name of a recipe shipped in `lmforge/recipes/` (the package's view of
+`configs/`); it may inherit another with a top-level `inherit = "base.toml"` (a path relative to the
+recipe, else a packaged recipe's name). Nothing here imports torch: `--help` must stay fast.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -30,6 +34,12 @@ M = TypeVar("M", bound=BaseModel)
 
 OVERRIDE_PATTERN = re.compile(r"^[a-z_][a-z0-9_.]*=")
 _INHERIT_KEY = "inherit"
+_RECIPE_SUFFIX = ".toml"
+
+# Key types several verbs share. They live here, not in `runtime.py`, so that config schemas can be
+# imported (for --help, for validation) without importing torch.
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+DtypeName = Literal["float32", "bfloat16", "float16"]
 
 
 class Section(BaseModel):
@@ -108,25 +118,88 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+def packaged_recipes_dir() -> Path:
+    """The recipes shipped inside the package: `lmforge/recipes`, a view of `configs/`."""
+    return Path(str(resources.files("lmforge").joinpath("recipes")))
+
+
+def packaged_recipes() -> list[str]:
+    """Names of the packaged recipes (`shakespeare_char`, ...); any verb takes one as RECIPE."""
+    folder = packaged_recipes_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob(f"*{_RECIPE_SUFFIX}"))
+
+
+def packaged_recipe(name: str) -> Path | None:
+    """The packaged recipe called `name` (`demo` or `demo.toml`), or None when there is none.
+
+    Only a bare name qualifies: anything with a directory part is a path the user meant literally.
+    """
+    if not name or "/" in name or "\\" in name:
+        return None
+    stem = name.removesuffix(_RECIPE_SUFFIX)
+    if stem not in packaged_recipes():
+        return None
+    return packaged_recipes_dir() / f"{stem}{_RECIPE_SUFFIX}"
+
+
+def resolve_recipe(name: str | Path, base_dir: Path | None = None) -> Path:
+    """Find a recipe: a file (relative to `base_dir`, default the cwd), else a packaged recipe.
+
+    `name.toml` that exists as a file wins, so a local recipe can shadow a packaged one of the same
+    name; a missing one is a ConfigError that lists the packaged recipes and the closest name.
+    """
+    path = Path(name)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if path.is_file():
+        return path.resolve()
+    packaged = packaged_recipe(str(name))
+    if packaged is not None:
+        return packaged.resolve()
+    available = packaged_recipes()
+    stem = Path(name).name.removesuffix(_RECIPE_SUFFIX)
+    guess = _did_you_mean(stem, available)
+    hint = f"; did you mean '{guess}'?" if guess else ""
+    listed = ", ".join(available) or "none"
+    raise ConfigError(
+        f"recipe file {path} does not exist and '{stem}' is not a packaged recipe{hint} "
+        f"(packaged recipes: {listed})"
+    )
+
+
 def load_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a TOML recipe, resolving `inherit = "other.toml"` chains (relative to the file)."""
-    path = Path(path).resolve()
-    if path in _seen:
-        chain = " -> ".join(str(p) for p in (*_seen, path))
+    """Read a TOML recipe (a path or a packaged recipe's name), resolving `inherit` chains.
+
+    `inherit = "base.toml"` is looked up next to the inheriting recipe first, then among the
+    packaged recipes, so a copied recipe may still inherit `inherit = "shakespeare_char"`.
+    """
+    resolved = resolve_recipe(path)
+    if resolved in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise ConfigError(f"recipe inheritance loops: {chain}; remove one 'inherit' key")
-    if not path.is_file():
-        raise ConfigError(f"recipe file {path} does not exist; check the path or list configs/")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"recipe {path} is not valid TOML: {exc}") from None
+    data = _read_toml(resolved, "recipe")
     parent = data.pop(_INHERIT_KEY, None)
     if parent is None:
         return data
     if not isinstance(parent, str):
-        raise ConfigError(f"recipe {path}: 'inherit' must be a path string, got {parent!r}")
-    base = load_recipe(path.parent / parent, (*_seen, path))
+        raise ConfigError(f"recipe {resolved}: 'inherit' must be a path string, got {parent!r}")
+    try:
+        parent_path = resolve_recipe(parent, base_dir=resolved.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"recipe {resolved} inherits a missing recipe: {exc}") from None
+    base = load_recipe(parent_path, (*_seen, resolved))
     return deep_merge(base, data)
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist; check the path")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
 
 
 def build_config(
@@ -187,7 +260,9 @@ def describe_validation_error(
     where = f" (in {source})" if source else ""
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":
-        return f"unknown config key '{key}'{where}; run with --help to list valid keys{more}"
+        guess = closest_key(model, key) if model is not None else None
+        hint = f"did you mean '{guess}'? (--help lists every key)" if guess else "--help lists keys"
+        return f"unknown config key '{key}'{where}; {hint}{more}"
     if err["type"] == "missing":
         return f"missing required config key '{key}'{where}; set it with {key}=...{more}"
     if err["type"] == "union_tag_not_found":
@@ -232,7 +307,75 @@ def save_config(config: BaseModel, path: str | Path) -> None:
 
 def load_config(model: type[M], path: str | Path) -> M:
     """Read a config saved by `save_config` (no inheritance, no overrides)."""
-    return validate_config(model, load_recipe(path), source=str(path))
+    return validate_config(model, _read_toml(Path(path), "config"), source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Which dotted keys a model accepts, and the closest one to a mistyped key.
+
+
+def is_known_key(model: type[BaseModel], dotted_key: str) -> bool:
+    """True when `dotted_key=...` names a key of `model` (a leaf, or a section for its shorthand).
+
+    Keys of every alternative of a union section count (`model.d_hidden` is an LSTM key even when
+    the default model is a GPT): which alternative applies is for validation to say, with the value.
+    """
+    models = [model]
+    parts = dotted_key.split(".")
+    for i, part in enumerate(parts):
+        field = next(
+            (f for m in models for n, f in m.model_fields.items() if part in (n, f.alias)), None
+        )
+        if field is None:
+            return False
+        models = _section_models(field.annotation)
+        if not models:
+            return i == len(parts) - 1 or _takes_any_subkey(field.annotation)
+    return True
+
+
+def _takes_any_subkey(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation) or annotation
+    return annotation is Any or origin in (dict, Mapping)
+
+
+def settable_keys(model: type[BaseModel]) -> list[str]:
+    """Every dotted key an override may set: each leaf key, then each section name."""
+    leaves = [row[0] for row in describe_keys(model)]
+    sections = {leaf.rsplit(".", 1)[0] for leaf in leaves if "." in leaf}
+    return leaves + sorted(sections - set(leaves))
+
+
+def normalize_key(typed: str) -> str:
+    """A mistyped key in the grammar's spelling: `--Train.max-steps ` -> `train.max_steps`."""
+    return typed.strip().lstrip("-").strip().lower().replace("-", "_").replace(" ", "")
+
+
+def closest_key(model: type[BaseModel], typed: str) -> str | None:
+    """The valid key a user most likely meant by `typed`, or None when nothing is close.
+
+    Tried in order: the key in the grammar's spelling, a unique key with the same last part
+    (`max_steps` -> `train.max_steps`), the closest whole key, the closest last part.
+    """
+    norm = normalize_key(typed)
+    if norm and is_known_key(model, norm):
+        return norm
+    keys = settable_keys(model)
+    last = norm.rsplit(".", 1)[-1]
+    same_last = [k for k in keys if k.rsplit(".", 1)[-1] == last]
+    if len(same_last) == 1:
+        return same_last[0]
+    whole = _did_you_mean(norm, keys)
+    if whole is not None:
+        return whole
+    by_last = {k.rsplit(".", 1)[-1]: k for k in keys}
+    guess = _did_you_mean(last, by_last)
+    return by_last[guess] if guess is not None else None
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,17 +10,16 @@ import contextlib
 import logging
 import os
 import random
-from typing import Literal
 
 import numpy as np
 import torch
 
+# The key types live in the torch-free config module; re-exported here for existing imports.
+from lmforge.config import DeviceName as DeviceName
+from lmforge.config import DtypeName as DtypeName
 from lmforge.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-DeviceName = Literal["auto", "cpu", "cuda", "mps"]
-DtypeName = Literal["float32", "bfloat16", "float16"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,9 +14,13 @@ from lmforge.config import (
     NamedSection,
     Section,
     build_config,
+    closest_key,
     describe_keys,
+    is_known_key,
     is_override,
     load_config,
+    load_recipe,
+    packaged_recipe,
     parse_overrides,
     parse_value,
     save_config,
@@ -143,3 +149,64 @@ def test_errors_inside_a_union_name_the_key_without_the_tag():
         build_config(_Cfg, None, ["model.kind=a", "model.depth=3"])  # depth belongs to b
     with pytest.raises(ConfigError, match=r"'model\.kind' = 'c'.*choose one of"):
         build_config(_Cfg, None, ["model.kind=c"])
+
+
+def test_a_missing_inherited_recipe_names_the_recipe_that_inherits_it(tmp_path: Path):
+    (tmp_path / "child.toml").write_text('inherit = "bse.toml"\nsteps = 2\n')
+    with pytest.raises(ConfigError) as info:
+        build_config(_Cfg, tmp_path / "child.toml")
+    message = str(info.value)
+    assert f"recipe {tmp_path / 'child.toml'} inherits a missing recipe" in message
+    assert str(tmp_path / "bse.toml") in message and "does not exist" in message
+
+
+def test_a_missing_packaged_recipe_names_the_closest_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="did you mean 'shakespeare_char'"):
+        load_recipe("shakespear_char")
+    assert packaged_recipe("shakespeare_char") == packaged_recipe("shakespeare_char.toml")
+    assert packaged_recipe("configs/shakespeare_char.toml") is None  # a path is meant literally
+
+
+def test_recipes_inherit_packaged_recipes_by_name(tmp_path: Path):
+    (tmp_path / "mine.toml").write_text('inherit = "demo"\n[train]\nmax_steps = 7\n')
+    merged = load_recipe(tmp_path / "mine.toml")
+    demo = load_recipe("demo")
+    assert merged["train"]["max_steps"] == 7 and merged["model"] == demo["model"]
+
+
+def test_unknown_key_in_a_recipe_names_the_closest_key(tmp_path: Path):
+    (tmp_path / "typo.toml").write_text("[optim]\nlrr = 1\n")
+    with pytest.raises(
+        ConfigError, match=r"'optim\.lrr' \(in .*typo\.toml\); did you mean 'optim\.lr'"
+    ):
+        build_config(_Cfg, tmp_path / "typo.toml")
+
+
+def test_known_keys_follow_sections_unions_and_aliases():
+    for key in ("steps", "optim.lr", "model.width", "model.depth", "task", "task.dev", "from"):
+        assert is_known_key(_Cfg, key), key
+    for key in ("optim.lrr", "steps.x", "Optim.lr", "optim", "model.kind.x", "optim..lr"):
+        assert is_known_key(_Cfg, key) is (key == "optim"), key
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("Optim.LR", "optim.lr"),
+        ("optim.lrr", "optim.lr"),
+        ("lr", "optim.lr"),
+        ("--optim.betas ", "optim.betas"),
+        ("model.dept", "model.depth"),
+        ("stepz", "steps"),
+        ("zzzz", None),
+    ],
+)
+def test_closest_key(typed, meant):
+    assert closest_key(_Cfg, typed) == meant
+
+
+def test_the_config_module_imports_no_torch():
+    code = "import sys, lmforge.config; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
