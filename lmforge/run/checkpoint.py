@@ -18,6 +18,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +155,11 @@ def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def verify_checkpoint(path: str | Path, checksums: bool = True) -> dict[str, Any]:
-    """`state.json` of a checkpoint after checking every listed file; CheckpointError if not."""
+def verify_checkpoint(
+    path: str | Path, checksums: bool = True, only: Collection[str] | None = None
+) -> dict[str, Any]:
+    """`state.json` of a checkpoint after checking its listed files (all, or those in `only`:
+    a reader of the weights need not hash the optimizer state); CheckpointError if not."""
     path = Path(path)
     try:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
@@ -169,6 +173,8 @@ def verify_checkpoint(path: str | Path, checksums: bool = True) -> dict[str, Any
             f"{path} has checkpoint format {version}, this lmforge reads {FORMAT_VERSION}"
         )
     for name, info in state.get("files", {}).items():
+        if only is not None and name not in only:
+            continue
         file = path / name
         if not file.is_file() or file.stat().st_size != info["bytes"]:
             raise CheckpointError(f"{file} is missing or truncated (corrupted checkpoint)")
@@ -178,7 +184,10 @@ def verify_checkpoint(path: str | Path, checksums: bool = True) -> dict[str, Any
 
 
 def resolve_checkpoint(
-    root: str | Path, which: str = LATEST, checksums: bool = True
+    root: str | Path,
+    which: str = LATEST,
+    checksums: bool = True,
+    only: Collection[str] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Find and verify a checkpoint: `latest`, `best`, `step_N` or `N`.
 
@@ -188,7 +197,7 @@ def resolve_checkpoint(
     root = Path(root)
     available = [p.name for _, p in list_checkpoints(root)]
     if which == LATEST:
-        return _resolve_latest(root, available, checksums)
+        return _resolve_latest(root, available, checksums, only)
     if which == BEST:
         target = read_pointer(root, BEST)
         if target is None:
@@ -203,11 +212,11 @@ def resolve_checkpoint(
                 f"checkpoint '{which}' not found in {root}; use latest, best or one of "
                 f"{_listing(available)}"
             )
-    return root / target, verify_checkpoint(root / target, checksums)
+    return root / target, verify_checkpoint(root / target, checksums, only)
 
 
 def _resolve_latest(
-    root: Path, available: list[str], checksums: bool
+    root: Path, available: list[str], checksums: bool, only: Collection[str] | None
 ) -> tuple[Path, dict[str, Any]]:
     pointed = read_pointer(root, LATEST)
     order = sorted(available, reverse=True)
@@ -216,7 +225,7 @@ def _resolve_latest(
         order = [pointed] + [n for n in order if n < pointed]
     for name in order:
         try:
-            return root / name, verify_checkpoint(root / name, checksums)
+            return root / name, verify_checkpoint(root / name, checksums, only)
         except CheckpointError as exc:
             log.warning("warning: skipping checkpoint %s: %s", name, exc)
     raise CheckpointError(f"no complete checkpoint in {root} (found: {_listing(available)})")

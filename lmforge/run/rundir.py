@@ -26,7 +26,8 @@ from torch import nn
 from lmforge import __version__
 from lmforge.config import load_config, save_config
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.models import load_model, save_model
+from lmforge.models import CONFIG_FILE as MODEL_CONFIG_FILE
+from lmforge.models import MODEL_FILE, load_model, save_model
 from lmforge.run import checkpoint as ckpt
 from lmforge.run.config import TrainConfig
 from lmforge.run.lock import LOCK_FILE, RunLock  # noqa: F401 - part of the run-dir contract
@@ -79,8 +80,12 @@ def load_run(
         )
     config = load_train_config(run_dir)
     tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
+    # Verify what is loaded (the weights), not what generation never reads (optimizer state).
     path, state = ckpt.resolve_checkpoint(
-        run_dir / CHECKPOINTS_DIR, checkpoint, checksums=config.checkpoint.verify
+        run_dir / CHECKPOINTS_DIR,
+        checkpoint,
+        checksums=config.checkpoint.verify,
+        only=(MODEL_FILE, MODEL_CONFIG_FILE),
     )
     model, model_config = load_model(path, device)
     return LoadedRun(run_dir, model, model_config, config, tokenizer, int(state["step"]), path)

@@ -45,6 +45,7 @@ class TrainDisplay:
         )
         self._task = self._progress.add_task("train", total=total, completed=start, stats="")
         self._bar = enabled and is_interactive()
+        self._total = total
         self._last_line: float | None = None  # monotonic time of the last heartbeat line
 
     def __enter__(self) -> TrainDisplay:
@@ -57,13 +58,14 @@ class TrainDisplay:
     def update(self, step: int, stats: dict[str, float], total: float | None = None) -> None:
         text = format_stats(stats)
         if total is not None:
+            self._total = total
             self._progress.update(self._task, total=total)
         self._progress.update(self._task, completed=step, stats=text)
         if self.enabled and not self._bar:
             now = time.monotonic()
             if self._last_line is None or now - self._last_line >= QUIET_LOG_S:
                 self._last_line = now
-                of = f"/{int(total)}" if total else ""
+                of = f"/{int(self._total)}" if self._total else ""
                 log.info("step %d%s: %s", step, of, text)
 
     def message(self, text: str) -> None:
