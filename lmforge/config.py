@@ -11,17 +11,20 @@ recipe, else a packaged recipe's name). Nothing here imports torch: `--help` mus
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from lmforge.errors import ConfigError
 
@@ -31,6 +34,8 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 M = TypeVar("M", bound=BaseModel)
+
+log = logging.getLogger(__name__)
 
 OVERRIDE_PATTERN = re.compile(r"^[a-z_][a-z0-9_.]*=")
 _INHERIT_KEY = "inherit"
@@ -43,11 +48,34 @@ DtypeName = Literal["float32", "bfloat16", "float16"]
 
 
 class Section(BaseModel):
-    """Base for every config model: unknown keys are errors, assignments are validated."""
+    """Base for every config model: unknown keys are errors, assignments are validated.
+
+    `renamed_keys` maps a key's old name to its new one: the old name keeps working (from the
+    CLI, in recipes, in saved configs) with a deprecation warning; giving both is an error.
+    """
 
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, protected_namespaces=(), validate_by_name=True
     )
+    renamed_keys: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_renamed_keys(cls, data: Any) -> Any:
+        if not cls.renamed_keys or not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in cls.renamed_keys.items():
+            if old not in data:
+                continue
+            value = data.pop(old)
+            if new in data and data[new] != value:
+                raise ValueError(f"give '{new}' only ('{old}' is its deprecated old name)")
+            message = f"config key '{old}' is deprecated; use '{new}'"
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            log.warning(message)
+            data[new] = value
+        return data
 
 
 class NamedSection(Section):
@@ -323,15 +351,23 @@ def is_known_key(model: type[BaseModel], dotted_key: str) -> bool:
     models = [model]
     parts = dotted_key.split(".")
     for i, part in enumerate(parts):
-        field = next(
-            (f for m in models for n, f in m.model_fields.items() if part in (n, f.alias)), None
-        )
+        field = next((f for m in models if (f := _field_named(m, part)) is not None), None)
         if field is None:
             return False
         models = _section_models(field.annotation)
         if not models:
             return i == len(parts) - 1 or _takes_any_subkey(field.annotation)
     return True
+
+
+def _field_named(model: type[BaseModel], key: str) -> FieldInfo | None:
+    """The field `key` names in `model`: by name, by alias, or by a deprecated old name."""
+    renamed = getattr(model, "renamed_keys", {})
+    key = renamed.get(key, key)
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            return field
+    return None
 
 
 def _takes_any_subkey(annotation: Any) -> bool:

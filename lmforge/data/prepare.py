@@ -15,14 +15,13 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from lmforge.config import Section
 from lmforge.data import encode, sources
@@ -86,23 +85,9 @@ class PrepareConfig(Section):
         None, description="pydocs: only the first N stdlib modules (quick runs)"
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed_keys(cls, data: Any) -> Any:
-        # `jsonl_field` was the key's name before Parquet and Arrow sources; still accepted.
-        if isinstance(data, dict) and "jsonl_field" in data:
-            data = dict(data)
-            old = data.pop("jsonl_field")
-            if data.get("text_field", old) != old:
-                raise ValueError("give text_field only (jsonl_field is its deprecated old name)")
-            warnings.warn(
-                "prepare key 'jsonl_field' is deprecated; use 'text_field'",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            log.warning("prepare: 'jsonl_field' is deprecated, use 'text_field'")
-            data["text_field"] = old
-        return data
+    # `jsonl_field` was the key's name before Parquet and Arrow sources; still accepted (with a
+    # deprecation warning, by `Section`), also from the command line.
+    renamed_keys: ClassVar[dict[str, str]] = {"jsonl_field": "text_field"}
 
     @field_validator("source")
     @classmethod

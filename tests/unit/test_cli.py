@@ -259,3 +259,9 @@ def test_a_packaged_recipe_used_by_name_is_logged(in_empty_dir, capsys, monkeypa
     assert cli.main(["train", "shakespeare_char_lstm", "data=d"]) == 0
     err = capsys.readouterr().err
     assert "recipe: packaged 'shakespeare_char_lstm'" in err
+
+
+def test_a_renamed_key_is_accepted_on_the_command_line():
+    prepare = cli.load_verb("prepare")
+    _, overrides, _, _ = cli.parse_args(prepare, ["a.jsonl", "jsonl_field=body"])
+    assert overrides == {"jsonl_field": "body", "source": ["a.jsonl"]}

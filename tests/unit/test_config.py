@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import pytest
 from pydantic import Field
@@ -210,3 +210,17 @@ def test_the_config_module_imports_no_torch():
     code = "import sys, lmforge.config; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+class _Renamed(Section):
+    renamed_keys: ClassVar[dict[str, str]] = {"old_steps": "steps"}
+    steps: int = Field(1, description="steps")
+    optim: _Optim = Field(default_factory=_Optim)
+
+
+def test_a_renamed_key_keeps_its_old_name_with_a_warning(tmp_path: Path):
+    with pytest.warns(DeprecationWarning, match="'old_steps' is deprecated; use 'steps'"):
+        assert build_config(_Renamed, None, ["old_steps=4"]).steps == 4
+    assert is_known_key(_Renamed, "old_steps") and not is_known_key(_Renamed, "old_stepz")
+    with pytest.raises(ConfigError, match="give 'steps' only"):
+        build_config(_Renamed, None, ["old_steps=4", "steps=5"])
