@@ -11,6 +11,8 @@ References: nanoGPT `model.py`, HF `modeling_llama.py`, GPT-2 and PaLM papers (i
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -94,7 +96,78 @@ class KVCache:
         self.v = self.v.index_select(1, index)
         self.valid = self.valid.index_select(0, index)
         self.pos = self.pos.index_select(0, index)
+        if self.batch_size == 0:
+            self.length, self.has_pads = 0, False
         self._split_layers()
+
+    # -- rows joining and leaving a running batch (continuous batching) --------------------------
+
+    def add_rows_(self, src: KVCache) -> None:
+        """Append the rows of `src` (e.g. a prompt prefilled alone) as this cache's last rows.
+
+        Rows already here and the new ones all end at the same slot: the new rows' slots are
+        placed so that they end at `length` (the slots before them are marked empty), and when
+        `src` holds more slots than this cache has used, every row here is shifted right first.
+        Positions travel with the rows, so each row keeps computing exactly what it would alone.
+        An empty (0-row) cache simply takes `src`'s layout.
+        """
+        same = (0, 2, 4)  # layers, kv heads, head dim; rows and slots may differ
+        if any(src.k.size(d) != self.k.size(d) for d in same):
+            raise ValueError(f"cache shapes differ: {tuple(src.k.shape)} vs {tuple(self.k.shape)}")
+        if self.batch_size == 0:
+            self.length, self.has_pads = 0, False
+        if src.length > self.max_len:
+            raise ValueError(f"{src.length} slots do not fit a cache of {self.max_len}")
+        if src.length > self.length:
+            self._shift_(src.length - self.length)
+        end, n = self.length, src.length
+        start = end - n
+        rows = src.batch_size
+        shape = (self.k.size(0), rows, *self.k.shape[2:])
+        k_new = self.k.new_zeros(shape)
+        v_new = self.v.new_zeros(shape)
+        k_new[:, :, :, start:end] = src.k[:, :, :, :n]  # (L, B', Hkv, n, D) right-aligned at end
+        v_new[:, :, :, start:end] = src.v[:, :, :, :n]
+        valid_new = self.valid.new_zeros(rows, self.max_len)
+        valid_new[:, start:end] = src.valid[:, :n]
+        self.k = torch.cat([self.k, k_new], dim=1)
+        self.v = torch.cat([self.v, v_new], dim=1)
+        self.valid = torch.cat([self.valid, valid_new], dim=0)
+        self.pos = torch.cat([self.pos, src.pos.to(self.pos.device)], dim=0)
+        self.has_pads = self.has_pads or src.has_pads or start > 0
+        self._split_layers()
+
+    def trim_(self) -> int:
+        """Drop the leading slots that no row uses (freed by rows that left, or padding), so a
+        long-running batch does not run out of slots; returns how many were dropped. Once every
+        row's slots are all real, the cache is back on the mask-free fast path."""
+        used = self.valid[:, : self.length]
+        if self.batch_size == 0 or self.length == 0:
+            self.length, self.has_pads = 0, False
+            return 0
+        first = int(used.any(dim=0).long().argmax()) if bool(used.any()) else self.length
+        if first > 0:
+            self._shift_(-first)
+        self.has_pads = not bool(self.valid[:, : self.length].all())
+        return first
+
+    def _shift_(self, offset: int) -> None:
+        """Move every row's used slots by `offset` (> 0: right, leaving empty slots in front;
+        < 0: left, dropping the first -offset slots); `length` follows."""
+        old, new = self.length, self.length + offset
+        if new > self.max_len:
+            raise ValueError(f"shifting {old} slots by {offset} overflows {self.max_len} slots")
+        keep = min(old, new)  # slots that survive the move
+        src = slice(old - keep, old)
+        dst = slice(new - keep, new)
+        for t in (self.k, self.v):
+            t[:, :, :, dst] = t[:, :, :, src].clone()  # overlapping ranges: copy first
+        self.valid[:, dst] = self.valid[:, src].clone()
+        if offset > 0:
+            self.valid[:, :offset] = False
+            self.has_pads = self.has_pads or self.batch_size > 0
+        self.valid[:, new:] = False
+        self.length = new
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,10 +197,31 @@ def attend(
     )
 
 
+def attend_explicit(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`attend` computed step by step: (output (B, H, T, D), probabilities (B, H, T, S)).
+
+    softmax(QK^T / sqrt(D)) with the same masking rules, for looking at attention maps (the lab);
+    slower and more memory-hungry than SDPA, so only `record_attention` turns it on.
+    """
+    T, S = q.size(2), k.size(2)
+    if q.size(1) != k.size(1):  # grouped-query: each key/value head serves H/Hkv query heads
+        repeat = q.size(1) // k.size(1)
+        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
+    if mask is None:  # causal, the T queries being the last T of the S keys
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    return probs @ v, probs
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
+        # Set by `record_attention`: a list that receives this layer's attention probabilities.
+        self.record: list[torch.Tensor] | None = None
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         self.dropout = cfg.dropout
         # Separate q/k/v projections keep HF's names (and GQA's unequal widths) without reshuffling.
@@ -152,7 +246,11 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.append(self.layer_idx, k, v)  # (B, Hkv, S, D), S = cached + T
-        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)
+        if self.record is None:
+            y = attend(q, k, v, mask, self.dropout if self.training else 0.0)
+        else:
+            y, probs = attend_explicit(q, k, v, mask)
+            self.record.append(probs.detach())
         y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, H, T, D) -> (B, T, H*D)
         return self.o_proj(y)
 
@@ -348,9 +446,18 @@ class GPT(nn.Module):
         tokens: torch.Tensor,
         cache: KVCache | None = None,
         pad_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor:
-        """Logits (B, T, vocab_size) in fp32 for tokens (B, T); see `hidden_states` for the args."""
-        return self.lm_head(self.hidden_states(tokens, cache, pad_mask)).float()
+        """Logits (B, T, vocab_size) in fp32 for tokens (B, T); see `hidden_states` for the args.
+
+        `logits_to_keep` (Hugging Face's name): 0 computes every position's logits, k > 0 only
+        the last k (B, k, vocab_size) - a prefill that only samples needs 1, and skips the
+        (T, d_model) x (d_model, vocab) head matmul for the rest.
+        """
+        hidden = self.hidden_states(tokens, cache, pad_mask)
+        if logits_to_keep > 0:
+            hidden = hidden[:, -logits_to_keep:]
+        return self.lm_head(hidden).float()
 
     def hidden_states(
         self,
@@ -497,3 +604,24 @@ class GPT(nn.Module):
             n += self.lm_head.weight.numel()
         attention = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
         return 6 * n + attention
+
+
+@contextmanager
+def record_attention(model: GPT) -> Iterator[list[torch.Tensor]]:
+    """Within the block, every attention layer of `model` computes softmax(QK^T) explicitly
+    (`attend_explicit`) and appends its probabilities (B, n_heads, T, S) to the yielded list, in
+    layer order, once per forward. The fast SDPA path is back when the block exits.
+
+        with record_attention(model) as maps:
+            model(tokens)
+        maps[layer][b, head, query, key]
+    """
+    maps: list[torch.Tensor] = []
+    layers = [block.attn for block in model.blocks]
+    for attn in layers:
+        attn.record = maps
+    try:
+        yield maps
+    finally:
+        for attn in layers:
+            attn.record = None

@@ -60,6 +60,16 @@ class LSTMState:
         self.h = self.h.index_select(1, index)
         self.c = self.c.index_select(1, index)
 
+    def add_rows_(self, src: LSTMState) -> None:
+        """Append the rows of `src` (e.g. a prompt run alone) as the last rows (continuous
+        batching: a request joins a running batch). Rows are independent, so nothing aligns."""
+        self.h = torch.cat([self.h, src.h.to(self.h.dtype)], dim=1)
+        self.c = torch.cat([self.c, src.c.to(self.c.dtype)], dim=1)
+
+    def trim_(self) -> int:
+        """Nothing to trim (a state has no slots); kept so both caches offer the same calls."""
+        return 0
+
 
 class LSTMLanguageModel(nn.Module):
     """Token ids (B, T) -> next-token logits (B, T, vocab_size), fp32."""
@@ -135,9 +145,14 @@ class LSTMLanguageModel(nn.Module):
         tokens: torch.Tensor,
         cache: LSTMState | None = None,
         pad_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor:
-        """Logits (B, T, vocab_size) in fp32 for tokens (B, T); see `hidden_states` for the args."""
-        return self.lm_head(self.hidden_states(tokens, cache, pad_mask)).float()
+        """Logits (B, T, vocab_size) in fp32 for tokens (B, T); see `hidden_states` for the args.
+        `logits_to_keep` > 0 computes only the last k positions' logits (0: all), as the GPT."""
+        hidden = self.hidden_states(tokens, cache, pad_mask)
+        if logits_to_keep > 0:
+            hidden = hidden[:, -logits_to_keep:]
+        return self.lm_head(hidden).float()
 
     def hidden_states(
         self,
