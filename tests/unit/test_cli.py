@@ -18,7 +18,7 @@ from lmforge_testing import REPO_ROOT
 from pydantic import Field
 
 from lmforge import cli
-from lmforge.config import Section, build_config, packaged_recipes_dir
+from lmforge.config import Section, build_config, describe_keys, is_known_key, packaged_recipes_dir
 from lmforge.errors import ConfigError
 from lmforge.verb import Flags, Verb
 
@@ -265,3 +265,10 @@ def test_a_renamed_key_is_accepted_on_the_command_line():
     prepare = cli.load_verb("prepare")
     _, overrides, _, _ = cli.parse_args(prepare, ["a.jsonl", "jsonl_field=body"])
     assert overrides == {"jsonl_field": "body", "source": ["a.jsonl"]}
+
+
+@pytest.mark.parametrize("name", sorted(cli.VERBS))
+def test_every_key_in_a_verbs_help_is_accepted_by_its_key_check(name):
+    verb = cli.load_verb(name)
+    keys = [row[0] for row in describe_keys(verb.config)]
+    assert keys and all(is_known_key(verb.config, key) for key in keys)
