@@ -26,6 +26,11 @@ class TaskSection(NamedSection):
     train: str | None = Field(None, description="training/few-shot pool file (overrides task.dir)")
     dev: str | None = Field(None, description="dev file for early stopping (overrides task.dir)")
     test: str | None = Field(None, description="test file to report on (overrides task.dir)")
+    split: Literal["dev", "test"] = Field(
+        "test",
+        description="generation tasks: split to score (test: the final report, scored once; "
+        "dev: for anything that chooses settings or checkpoints)",
+    )
     format: Literal["auto", "lines", "jsonl", "csv"] = Field(
         "auto", description="file format: '<label> <text>' lines, jsonl or csv (auto: by suffix)"
     )

@@ -78,11 +78,17 @@ def evaluate_generation(
     decode: DecodeSection,
     limit: int | None = None,
 ) -> Metrics:
-    """Greedy and (beam_size > 1) beam-search answers to the test split, scored and reported."""
-    examples = limit_examples(task.examples("test", task_cfg), limit, f"task {task.name} test")
+    """Greedy and (beam_size > 1) beam-search answers to `task_cfg.split` (test unless told dev),
+    scored and reported; the report names the split."""
+    split = task_cfg.split
+    examples = limit_examples(task.examples(split, task_cfg), limit, f"task {task.name} {split}")
     prompts = [e.prompt for e in examples]
     max_new = decode.max_new_tokens or task.max_new_tokens
-    metrics: Metrics = {"examples": len(examples), "checkpoint": run.checkpoint_dir.name}
+    metrics: Metrics = {
+        "split": split,
+        "examples": len(examples),
+        "checkpoint": run.checkpoint_dir.name,
+    }
     outputs: dict[str, list[str]] = {}
     modes = ["greedy"] + (["beam"] if decode.beam_size > 1 else [])
     for mode in modes:
@@ -93,8 +99,10 @@ def evaluate_generation(
     if decode.beam_size > 1:
         metrics["beam_size"] = decode.beam_size
     metrics.update(task.baselines(examples))
-    write_predictions(run.run_dir / "eval" / f"{task.name}.predictions.jsonl", examples, outputs)
-    write_report(run.run_dir, task.name, metrics)
+    # A dev score is kept apart from the test report (eval/<task>.dev.json beside <task>.json).
+    name = task.name if split == "test" else f"{task.name}.{split}"
+    write_predictions(run.run_dir / "eval" / f"{name}.predictions.jsonl", examples, outputs)
+    write_report(run.run_dir, name, metrics)
     return metrics
 
 
