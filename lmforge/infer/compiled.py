@@ -17,6 +17,7 @@ model shape takes tens of seconds; inductor caches it on disk for later processe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,8 @@ import torch
 from torch import nn
 
 from lmforge.models.gpt import GPT
+
+log = logging.getLogger(__name__)
 
 DecodeStep = Callable[[torch.Tensor, Any], torch.Tensor]
 
@@ -46,7 +49,7 @@ def compile_decode_step(model: nn.Module) -> DecodeStep | None:
         return model(tokens, cache=cache)[:, -1]
 
     device = next(model.parameters()).device
-    backend = _cpu_backend if device.type == "cpu" else "inductor"
+    backend = _cpu_backend if device.type == "cpu" and _private_inductor_apis() else "inductor"
     compiled = torch.compile(
         step,
         backend=backend,
@@ -61,6 +64,22 @@ def compile_decode_step(model: nn.Module) -> DecodeStep | None:
         return compiled(tokens, cache)
 
     return static_batch_step
+
+
+def _private_inductor_apis() -> bool:
+    """Whether the inductor internals the small-batch rewrite uses exist in this torch (they are
+    private and may move between releases; without them decoding compiles with plain inductor)."""
+    try:
+        from torch._inductor.compile_fx import compile_fx  # noqa: F401
+        from torch._inductor.decomposition import select_decomp_table  # noqa: F401
+    except ImportError:
+        log.warning(
+            "torch %s lacks the inductor internals of lmforge's small-batch decode rewrite; "
+            "compiling with plain inductor (slower at batch > 1)",
+            torch.__version__,
+        )
+        return False
+    return hasattr(torch._functorch.config, "enable_autograd_cache")
 
 
 def _cpu_backend(graph: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:

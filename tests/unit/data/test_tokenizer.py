@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 
 import numpy as np
 import pytest
 import tokenizers
+from lmforge_testing import require
 
 from lmforge.data.tokenizer import (
     EOT,
@@ -125,8 +127,10 @@ def test_gpt2_files_match_tiktoken(shared_data, tmp_path):
     tok = load_gpt2(shared_data / "gpt2_bpe", [EOT])
     assert tok.encode("Hello world") == [15496, 995]
     assert tok.eot_id == 50256 and tok.vocab_size == 50257
-    tiktoken_load = pytest.importorskip("tiktoken.load")
-    tiktoken = pytest.importorskip("tiktoken")
+    require(importlib.util.find_spec("tiktoken") is not None, "tiktoken not installed")
+    import tiktoken
+    import tiktoken.load as tiktoken_load
+
     ranks = tiktoken_load.data_gym_to_mergeable_bpe_ranks(
         str(shared_data / "gpt2_bpe" / "vocab.bpe"), str(shared_data / "gpt2_bpe" / "encoder.json")
     )
