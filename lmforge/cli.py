@@ -136,6 +136,9 @@ def parse_args(verb: Verb, args: list[str]) -> tuple[str | None, dict[str, Any],
             raise ConfigError(_malformed_override_message(verb, arg))
         elif recipe is None and not positionals and _is_recipe(verb, arg):
             recipe = arg
+        elif "." in arg and is_known_key(verb.config, arg):
+            # `train.max_steps 5` or `"train.max_steps" =5`: a dotted key is never a path here.
+            raise ConfigError(f"'{arg}' is a config key without a value; write {arg}=VALUE")
         else:
             positionals.append(arg)
     _assign_positionals(verb, positionals, overrides)

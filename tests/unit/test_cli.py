@@ -90,6 +90,11 @@ def test_a_mistyped_setting_is_an_error_not_the_positional_out(typo, in_empty_di
     assert list(in_empty_dir.iterdir()) == []  # nothing was trained anywhere
 
 
+def test_a_dotted_key_without_its_value_is_not_the_positional_out(in_empty_dir, capsys):
+    err = _error_of(["train", "data=d", "train.max_steps", "=5"], capsys)
+    assert "'train.max_steps' is a config key without a value" in err
+
+
 def test_a_mistyped_setting_after_double_dash_is_positional():
     _, overrides, _, _ = cli.parse_args(_VERB, ["runs/a", "--", "Hello world=5"])
     assert overrides["prompt"] == "Hello world=5"
