@@ -67,13 +67,35 @@ def test_bleu_on_known_strings() -> None:
     assert corpus_bleu(["a b c d e"], ["a b c d e"]) == pytest.approx(100.0)
     assert corpus_chrf(["Ein Mann."], ["Ein Mann."]) == pytest.approx(100.0)
     assert corpus_chrf(["xyz"], ["abc"]) == pytest.approx(0.0)
-    import sacrebleu
-
-    refs = ["Ein Hund läuft.", "Zwei Männer sitzen."]
-    hyps = ["Ein Hund rennt.", "Zwei Männer stehen."]
-    assert corpus_chrf(hyps, refs) == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    # chrF by hand: "abc" vs "abd" has character 1-, 2- and 3-grams only; precision = recall =
+    # 2/3, 1/2, 0 for n = 1, 2, 3, averaged over those 3 orders: 7/18, so F(beta=2) = 7/18 too.
+    assert corpus_chrf(["abc"], ["abd"]) == pytest.approx(100 * 7 / 18)
+    # Spaces are not characters to chrF, and counts pool over the corpus before averaging.
+    assert corpus_chrf(["a b c", "xy"], ["abd", "xz"]) == pytest.approx(
+        100 * _chrf_by_definition(["abc", "xy"], ["abd", "xz"])
+    )
     with pytest.raises(ValueError):
         corpus_bleu(["a"], ["a", "b"])
+
+
+def _chrf_by_definition(hyps: list[str], refs: list[str], order: int = 6, beta: float = 2) -> float:
+    """chrF (Popovic 2015) as sacrebleu defines it: per n-gram order, matched / hypothesis and
+    matched / reference counts pooled over the corpus; mean over the orders that occur; F-beta."""
+    from collections import Counter
+
+    stats = [[0, 0, 0] for _ in range(order)]
+    for hyp, ref in zip(hyps, refs, strict=True):
+        h, r = hyp.replace(" ", ""), ref.replace(" ", "")
+        for n in range(1, order + 1):
+            hc = Counter(h[i : i + n] for i in range(len(h) - n + 1))
+            rc = Counter(r[i : i + n] for i in range(len(r) - n + 1))
+            stats[n - 1][0] += sum((hc & rc).values())
+            stats[n - 1][1] += sum(hc.values())
+            stats[n - 1][2] += sum(rc.values())
+    orders = [(m / hn, m / rn) for m, hn, rn in stats if hn and rn]
+    p = sum(x for x, _ in orders) / len(orders)
+    r = sum(y for _, y in orders) / len(orders)
+    return 0.0 if p + r == 0 else (1 + beta**2) * p * r / (beta**2 * p + r)
 
 
 def test_exact_match_rate() -> None:
