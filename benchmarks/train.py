@@ -43,6 +43,7 @@ def gpt_step_benchmark(dtype_name: str, steps: int, threads: int, batch: int) ->
     from lmforge.run.config import TrainConfig
     from lmforge.runtime import resolve_dtype, set_threads
     from lmforge.train.distributed import DistEnv
+    from lmforge.train.interface import Components
     from lmforge.train.optim import build_optimizer
     from lmforge.train.peak import measure_matmul_tflops
     from lmforge.train.trainer import Trainer
@@ -69,18 +70,9 @@ def gpt_step_benchmark(dtype_name: str, steps: int, threads: int, batch: int) ->
     model = build_model(config.model, 65).train()
     tokens = np.random.default_rng(0).integers(0, 65, 2_000_000).astype(np.uint16)
     loader = TokenLoader([tokens], 256, batch, seed=0)
-    trainer = Trainer(
-        config,
-        Path(config.out),
-        model,
-        build_optimizer(model, config.optim, device),
-        loader,
-        None,
-        None,
-        device,
-        DistEnv(),
-        dtype=dtype,
-    )
+    optimizer = build_optimizer(model, config.optim, device)
+    parts = Components(config, model, optimizer, loader, None, device, dtype=dtype)
+    trainer = Trainer(parts, Path(config.out), DistEnv())
     peaks = {
         d: measure_matmul_tflops(device, d, 1.0, 1024) for d in (torch.float32, torch.bfloat16)
     }

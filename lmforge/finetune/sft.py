@@ -2,16 +2,17 @@
 
 Each example is `prompt + response + <|endoftext|>`, the two parts encoded separately exactly as
 generation will see them (the prompt alone, then the model's continuation). Targets on prompt
-tokens and padding are IGNORE_INDEX. `SFTBatches` is a `BatchSource` for the ordinary `Trainer`, so
-SFT shares the pretraining loop, checkpoints, metrics and best-checkpoint tracking. The new run dir
-is written under a temp name and renamed when training finished; the test split is then scored.
+tokens and padding are IGNORE_INDEX. `SFTBatches` is a `BatchSource` for the ordinary `Trainer`
+(with the language-model objective), so SFT shares the pretraining loop, checkpoints, resume,
+metrics and best-checkpoint tracking. Training happens in the partial dir beside `out`, renamed to
+`out` when finished (`publish.py`; `--resume` continues an interrupted one); the test split is
+then scored.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +21,16 @@ import numpy as np
 import torch
 
 from lmforge.config import save_config
-from lmforge.errors import ConfigError
+from lmforge.errors import CheckpointError, ConfigError
 from lmforge.finetune.config import FinetuneConfig
-from lmforge.finetune.publish import FINETUNE_CONFIG, check_out, partial_dir, publish
+from lmforge.finetune.publish import (
+    FINETUNE_CONFIG,
+    Resume,
+    check_out,
+    publish,
+    resume_command,
+    start_partial,
+)
 from lmforge.run import checkpoint as ckpt
 from lmforge.run import rundir
 from lmforge.run.config import (
@@ -42,6 +50,7 @@ from lmforge.train.loss import IGNORE_INDEX
 if TYPE_CHECKING:
     from lmforge.eval.generation import Example, GenerationTask
     from lmforge.run.rundir import LoadedRun
+    from lmforge.train.trainer import Trainer
     from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)
@@ -153,6 +162,11 @@ class SFTBatches:
         return {"step": self.step, "seed": self.seed, "rows": self.rows, "n": len(self.examples)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("n", len(self.examples)) != len(self.examples):
+            raise CheckpointError(
+                f"the checkpoint was trained on {state['n']} examples, these are "
+                f"{len(self.examples)}; resume with the same task files and sft.limit_train"
+            )
         self.step = int(state["step"])
 
 
@@ -213,7 +227,13 @@ def encode_split(
 
 
 def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flags: Flags) -> int:
-    """Fine-tune `run` on `task` into `cfg.out` with the Trainer; score the test split after."""
+    """Fine-tune `run` on `task` into `cfg.out` with the Trainer; score the test split after.
+
+    Training happens in the partial dir beside `out`; `flags.resume` continues it from its
+    latest checkpoint (the result equals an uninterrupted run's)."""
+    from lmforge.train.interface import Components
+    from lmforge.train.optim import build_optimizer
+    from lmforge.train.state import TrainState, restore_model_weights
     from lmforge.train.trainer import Trainer
 
     out = check_out(cfg, flags)
@@ -234,23 +254,27 @@ def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flag
         len(dev),
         f"{config.max_steps} steps" if config.max_steps else f"{config.train.max_time:.0f} s",
     )
-    from lmforge.train.optim import build_optimizer
-
+    work, resume = start_partial(out, flags)
     model = run.model.train()
-    trainer = Trainer(
+    state = TrainState()
+    if resume is not None:
+        restore_model_weights(model, resume.checkpoint)
+        state = TrainState.from_dict(resume.state)
+    parts = Components(
         config,
-        partial_dir(out),
         model,
         build_optimizer(model, config.optim, device),
         SFTBatches(train, config.train.batch_size, cfg.seed, True, pad, cfg.sft.group_by_length),
         SFTBatches(dev, config.train.batch_size, cfg.seed, False, pad),
-        run.tokenizer,
         device,
-        env,
+        tokenizer=run.tokenizer,
         dtype=resolve_dtype(cfg.dtype),
-        final_out=out,
+        state=state,
     )
-    code = _train_into(trainer, run, cfg, flags, task.name)
+    trainer = Trainer(parts, work, env, final_out=out, resume_hint=resume_command(cfg, flags))
+    if resume is not None:
+        trainer.restore(resume.checkpoint)
+    code = _train_into(trainer, run, cfg, flags, task.name, resume)
     if code != 0:
         return code
     publish(trainer.out, out, flags)
@@ -259,18 +283,26 @@ def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flag
     return 0
 
 
-def _train_into(trainer: Any, run: LoadedRun, cfg: FinetuneConfig, flags: Flags, task: str) -> int:
+def _train_into(
+    trainer: Trainer,
+    run: LoadedRun,
+    cfg: FinetuneConfig,
+    flags: Flags,
+    task: str,
+    resume: Resume | None,
+) -> int:
     tmp = trainer.out
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_config(trainer.config, tmp / rundir.CONFIG_FILE)
-    save_config(cfg, tmp / FINETUNE_CONFIG)
-    run.tokenizer.save(tmp / rundir.TOKENIZER_FILE)
-    info = {"finetune": {"kind": "sft", "task": task, "init": str(run.run_dir), "step": run.step}}
-    rundir.write_run_info(tmp, flags.argv or None, str(trainer.device), info)
     with rundir.RunLock(tmp):
-        code = trainer.fit()
+        save_config(trainer.config, tmp / rundir.CONFIG_FILE)
+        save_config(cfg, tmp / FINETUNE_CONFIG)
+        run.tokenizer.save(tmp / rundir.TOKENIZER_FILE)
+        info = {"kind": "sft", "task": task, "init": str(run.run_dir), "step": run.step}
+        extra: dict[str, Any] = {"finetune": info}
+        if resume is not None:
+            extra["resumed_from"] = resume.checkpoint.name
+        rundir.write_run_info(tmp, flags.argv or None, str(trainer.device), extra)
+        # A run that finished but was not published (a crash in between) is published as is.
+        code = 0 if trainer.state.finished else trainer.fit()
     if code != 0:
         log.warning("fine-tuning stopped early; the partial run dir is %s", tmp)
     return code

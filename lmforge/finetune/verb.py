@@ -60,6 +60,6 @@ VERB = Verb(
     config=FinetuneConfig,
     run=run,
     positionals=("init",),
-    usage="lmforge finetune RUN task=NAME out=NEW_RUN [key=value ...]",
-    flags=("--overwrite", "--debug", "--help"),
+    usage="lmforge finetune RUN task=NAME out=NEW_RUN [key=value ...] [--resume|--overwrite]",
+    flags=("--resume", "--overwrite", "--debug", "--help"),
 )

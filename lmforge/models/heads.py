@@ -52,6 +52,28 @@ class SequenceClassifier(nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(self.pool(tokens, lengths)))
 
+    # What the Trainer reads from a model, answered by the body (the head is one small matmul).
+
+    @property
+    def config(self) -> Any:
+        """The body's model config (a checkpoint of the classifier names the body's model)."""
+        return self.body.config
+
+    @property
+    def max_context(self) -> int | None:
+        return self.body.max_context
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.body.vocab_size)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        return self.body.flops_per_token(seq_len)
+
+    def num_params(self) -> int:
+        """The body's count plus the head's weights and bias."""
+        return self.body.num_params() + sum(p.numel() for p in self.head.parameters())
+
 
 # ---------------------------------------------------------------------------------------------
 # Batching

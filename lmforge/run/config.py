@@ -96,6 +96,9 @@ class CheckpointSection(Section):
 class EvalSection(Section):
     every: int = Field(250, ge=1, description="validation loss every N steps (and at the end)")
     batches: int = Field(20, ge=1, description="validation batches per evaluation")
+    patience: int | None = Field(
+        None, ge=1, description="stop after N evaluations without a new best (default: off)"
+    )
 
 
 class SampleSection(Section):

@@ -9,7 +9,6 @@ them), and the optimizer is built after wrapping (FSDP2 swaps parameters for DTe
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from lmforge.run.config import TrainConfig
 from lmforge.runtime import autocast, resolve_dtype, seed_everything, set_threads, tune_malloc
 from lmforge.train import distributed as dist_utils
 from lmforge.train.distributed import DistEnv
+from lmforge.train.interface import Components
 from lmforge.train.optim import build_optimizer
 from lmforge.train.peak import choose_dtype
 from lmforge.train.session import Session
@@ -30,21 +30,12 @@ from lmforge.train.state import TrainState, restore_model_weights
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Components:
-    config: TrainConfig  # effective: with init.from, `model` is the source run's
-    model: nn.Module  # wrapped for DDP/FSDP/compile as configured
-    optimizer: Any
-    train_loader: TokenLoader
-    val_loader: TokenLoader | None
-    tokenizer: Any
-    device: torch.device
-    dtype: torch.dtype
-    state: TrainState
-
-
 def build_components(session: Session, env: DistEnv, device: torch.device) -> Components:
-    """Data, model, optimizer and loaders for `session` on `device` (this rank's)."""
+    """Data, model, optimizer and loaders for `session` on `device` (this rank's).
+
+    The returned config is the effective one (with `init.from`, its `model` is the source
+    run's); the model is wrapped for DDP/FSDP/compile as configured; the objective is the
+    language model's (left to the Trainer, which adds bits per byte from the tokenizer)."""
     from lmforge.data.reader import DataDir
 
     config = session.config
@@ -71,7 +62,15 @@ def build_components(session: Session, env: DistEnv, device: torch.device) -> Co
     train_loader, val_loader = _build_loaders(config, data, env)
     state = TrainState.from_dict(session.resume_state or {})
     return Components(
-        config, wrapped, optimizer, train_loader, val_loader, data.tokenizer, device, dtype, state
+        config,
+        wrapped,
+        optimizer,
+        train_loader,
+        val_loader,
+        device,
+        tokenizer=data.tokenizer,
+        dtype=dtype,
+        state=state,
     )
 
 

@@ -33,9 +33,12 @@ class TrainState:
     step: int = 0
     tokens: int = 0
     elapsed_s: float = 0.0
-    best_val: float | None = None
+    best_val: float | None = None  # best value of the objective's `best_metric` so far
+    best_step: int = 0  # the step it was reached at
+    evals_since_best: int = 0  # evaluations without improvement since (for `eval.patience`)
     bad_steps: int = 0
     finished: bool = False
+    stopped: str = ""  # why a finished run stopped: steps | time | patience
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,30 +2,31 @@
 
 batch -> forward under autocast -> loss / accum -> backward (no gradient sync except on the last
 micro-step) -> clip -> step -> schedule -> log; between steps: evaluate, sample, checkpoint. Setup
-(run dir rules, data, model, optimizer, resume) is `build_trainer`; `Trainer.fit` is the loop.
-Fine-tuning reuses `Trainer` with its own batch source. Reference: nanoGPT `train.py`.
+(run dir rules, data, model, optimizer, resume) is `setup.build_components`; `Trainer.fit` is the
+loop. What a batch holds and what is minimised come from `Components` (`interface.py`): a batch
+source and an objective, so SFT and classifier fine-tuning share this loop, its checkpoints,
+resume, signals and metrics. Reference: nanoGPT `train.py`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shlex
 import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from lmforge.config import save_config
-from lmforge.data.loader import TokenLoader
 from lmforge.run import checkpoint as ckpt
 from lmforge.run import rundir
 from lmforge.run.config import TrainConfig
 from lmforge.runtime import autocast, malloc_tuning_hint, resolve_device
 from lmforge.train import distributed as dist_utils
 from lmforge.train.console import TrainDisplay, format_stats
-from lmforge.train.evaluate import byte_lengths, sample_text, validation_loss
-from lmforge.train.loss import cross_entropy
+from lmforge.train.evaluate import byte_lengths, sample_text
+from lmforge.train.interface import Components, LanguageModelObjective, Validation
 from lmforge.train.metrics import (
     JsonlSink,
     MetricsSink,
@@ -43,7 +44,6 @@ from lmforge.train.signals import StopRequest
 from lmforge.train.state import (
     Checkpointable,
     OptimizerWithScaler,
-    TrainState,
     restore_training_state,
     save_training_checkpoint,
 )
@@ -53,49 +53,48 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Owns one run: the (wrapped) model, optimizer, loaders, counters and output sinks."""
+    """Owns one run: the (wrapped) model, optimizer, batch sources, counters and output sinks.
+
+    `out` is the directory it writes (metrics, checkpoints, plots); `final_out` is where the run
+    ends up, for the last log line (fine-tuning trains in a partial dir and publishes it after);
+    `resume_hint` is the command printed after an interruption (default: `lmforge train --resume
+    OUT`).
+    """
 
     def __init__(
         self,
-        config: TrainConfig,
+        parts: Components,
         out: Path,
-        model: nn.Module,
-        optimizer,  # noqa: ANN001 - torch optimizer or MuonAdamW
-        train_loader: TokenLoader,
-        val_loader: TokenLoader | None,
-        tokenizer,  # noqa: ANN001 - lmforge.data.tokenizer.Tokenizer
-        device: torch.device,
-        env: dist_utils.DistEnv,
-        state: TrainState | None = None,
-        dtype: torch.dtype = torch.float32,
+        env: dist_utils.DistEnv | None = None,
         final_out: Path | None = None,
+        resume_hint: str | None = None,
     ) -> None:
-        self.config, self.out, self.model, self.optimizer = config, out, model, optimizer
-        # Where the run ends up, for the last log line (fine-tuning trains in a temporary dir).
-        self.final_out = final_out or out
-        self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
-        self.device, self.env = device, env
-        self.state = state or TrainState()
-        self.raw_model = dist_utils.unwrap(model)
-        self.dtype = dtype  # resolved (config.dtype may be `auto`)
+        config, device, env = parts.config, parts.device, env or dist_utils.DistEnv()
+        self.config, self.out, self.final_out = config, Path(out), Path(final_out or out)
+        self.resume_hint = resume_hint or f"lmforge train --resume {shlex.quote(str(out))}"
+        self.model, self.optimizer, self.tokenizer = parts.model, parts.optimizer, parts.tokenizer
+        self.train_batches, self.val_batches = parts.train_batches, parts.val_batches
+        self.objective = parts.objective or LanguageModelObjective(byte_lengths(parts.tokenizer))
+        self.device, self.env, self.state = device, env, parts.state
+        self.raw_model = dist_utils.unwrap(parts.model)
+        self.dtype = parts.dtype  # resolved (config.dtype may be `auto`)
         self.fsdp = env.enabled and config.train.parallel == "fsdp"
         # An fp16 gradient scaler keeps small gradients representable (GPU only).
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
         self.recurrent = config.sequential and self.raw_model.max_context is None
         self.carry = None
+        source = self.train_batches
         if self.recurrent:
-            rows = train_loader.batch_size
             self.carry = [
-                self.raw_model.init_cache(rows, device=device)
-                for _ in range(train_loader.accum_steps)
+                self.raw_model.init_cache(source.batch_size, device=device)
+                for _ in range(source.accum_steps)
             ]
-        self.tokens_per_step = train_loader.rows * train_loader.seq_len
-        self.flops_per_token = self.raw_model.flops_per_token(train_loader.seq_len)
+        self.tokens_per_step = source.rows * source.seq_len
+        self.flops_per_token = self.raw_model.flops_per_token(source.seq_len)
         self.sink: MetricsSink = NullSink()
         self.display = TrainDisplay(config.max_steps, self.state.step, enabled=env.is_main)
         self.peak: float | None = None
         self._peak_refreshed = False
-        self._byte_lengths = byte_lengths(tokenizer)
         self._window_start = (0.0, self.state.tokens)
         self._step_time = 0.0  # seconds inside train_step (tokens/s excludes eval and saving)
         self._last_saved = -1
@@ -110,7 +109,7 @@ class Trainer:
         t0, elapsed0 = time.perf_counter(), self.state.elapsed_s
         try:
             with stop, self.display:
-                while not self._done():
+                while (reason := self._stop_reason()) is None:
                     step_start = time.perf_counter()
                     stats = self.train_step()
                     self._step_time += time.perf_counter() - step_start
@@ -121,7 +120,7 @@ class Trainer:
                         self._after_step(stats)
                     if dist_utils.any_rank(stop.requested, self.env, self.device):
                         return self._interrupted(stop.exit_code)
-                self.state.finished = True
+                self.state.finished, self.state.stopped = True, reason
                 self._finish()
         finally:
             self.sink.close()
@@ -129,17 +128,21 @@ class Trainer:
 
     def train_step(self) -> dict[str, float] | None:
         """One optimizer step over `accum_steps` micro-batches; None when it was skipped."""
-        batches = self.train_loader.next_batches()
+        objective = self.objective
+        batches = self.train_batches.next_batches()
         lr = set_lr(self.optimizer, self._lr_factor())
         total = torch.zeros((), device=self.device)
-        last = len(batches) - 1
-        for m, (x, y) in enumerate(batches):
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        tokens, last = 0, len(batches) - 1
+        for m, batch in enumerate(batches):
+            tokens += objective.tokens(batch)
+            batch = objective.to_device(batch, self.device)
             sync = m == last
             with dist_utils.gradient_sync(self.model, self.env, self.config.train.parallel, sync):
                 with autocast(self.device, self.dtype):
-                    logits = self.model(x, cache=self.carry[m] if self.carry else None)
-                loss = cross_entropy(logits, y)
+                    output = objective.forward(
+                        self.model, batch, self.carry[m] if self.carry else None
+                    )
+                loss = objective.loss(output, batch)
                 # Scale so accumulated gradients are those of the mean over the global batch.
                 scaled = loss / len(batches)
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
@@ -161,7 +164,7 @@ class Trainer:
         self.state.step += 1
         # Tokens computed, pads included: SFT batches are as wide as their longest row, so this
         # is less than the nominal tokens_per_step (rows x longest example).
-        self.state.tokens += sum(x.numel() for x, _ in batches) * self.env.world_size
+        self.state.tokens += tokens * self.env.world_size
         self.state.bad_steps = 0
         return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
 
@@ -196,15 +199,20 @@ class Trainer:
             fractions.append(self.state.elapsed_s / self.config.train.max_time)
         return max(fractions)
 
-    def _done(self) -> bool:
+    def _stop_reason(self) -> str | None:
+        """Why the run stops now (`steps`, `patience` or `time`), or None to go on. Checked
+        after every step, so a budget is overrun by at most one step."""
         max_steps, max_time = self.config.max_steps, self.config.train.max_time
         if max_steps is not None and self.state.step >= max_steps:
-            return True
+            return "steps"
+        patience = self.config.eval.patience
+        if patience is not None and self.state.evals_since_best >= patience:
+            return "patience"  # every rank saw the same (all-reduced) validation results
         if max_time is None:
-            return False
+            return None
         # Ranks must agree on when the time runs out; rank 0's clock decides.
         spent = self.state.elapsed_s >= max_time
-        return bool(dist_utils.broadcast_object(spent, self.env))
+        return "time" if dist_utils.broadcast_object(spent, self.env) else None
 
     # -- between steps ----------------------------------------------------------------------------
 
@@ -214,7 +222,7 @@ class Trainer:
         if step % cfg.train.log_every == 0 or step == cfg.max_steps:
             self._log_train_row(stats)
         improved = False
-        if self.val_loader is not None and step % cfg.eval.every == 0:
+        if self.val_batches is not None and step % cfg.eval.every == 0:
             improved = self._evaluate()
         if cfg.sample_every and step % cfg.sample_every == 0:
             self._sample()
@@ -236,26 +244,25 @@ class Trainer:
             self.display.message(f"step {self.state.step}: {format_stats(row)}")
 
     def _evaluate(self) -> bool:
-        """Validation loss now; True when it is the best so far."""
+        """Validation metrics now; True when the objective's best metric is the best so far."""
+        assert self.val_batches is not None
         eval_model = self.model if self.fsdp else self.raw_model
-        result = validation_loss(
-            eval_model,
-            self.val_loader,
-            self.config.eval.batches,
-            autocast(self.device, self.dtype),
-            self.env,
-            self.recurrent,
-            self._byte_lengths,
+        how = Validation(
+            self.config.eval.batches, autocast(self.device, self.dtype), self.env, self.recurrent
         )
+        result = self.objective.validate(eval_model, self.val_batches, how)
         self.sink.log({"step": self.state.step, **result})
-        best = self.state.best_val
-        improved = best is None or result["val_loss"] < best
+        value, best = result[self.objective.best_metric], self.state.best_val
+        if best is None:
+            improved = True
+        else:
+            improved = value > best if self.objective.higher_is_better else value < best
         if improved:
-            self.state.best_val = result["val_loss"]
-        self.display.message(
-            f"step {self.state.step}: val_loss {result['val_loss']:.4f}"
-            + (f"  val_bpb {result['val_bpb']:.4f}" if "val_bpb" in result else "")
-        )
+            self.state.best_val, self.state.best_step = value, self.state.step
+            self.state.evals_since_best = 0
+        else:
+            self.state.evals_since_best += 1
+        self.display.message(f"step {self.state.step}: {self.objective.describe(result)}")
         if self.env.is_main:
             plot_losses(self.out / rundir.METRICS_FILE, self.out / rundir.PLOTS_DIR / "loss.png")
         return improved
@@ -279,7 +286,7 @@ class Trainer:
             return
         root = self.out / rundir.CHECKPOINTS_DIR
         path = save_training_checkpoint(
-            root, self._checkpointable(), self.state, self.train_loader.state_dict()
+            root, self._checkpointable(), self.state, self.train_batches.state_dict()
         )
         self._last_saved = self.state.step
         if self.env.is_main and path is not None:
@@ -295,7 +302,7 @@ class Trainer:
 
     def _finish(self) -> None:
         step = self.state.step
-        if self.val_loader is not None and step % self.config.eval.every != 0:
+        if self.val_batches is not None and step % self.config.eval.every != 0:
             improved = self._evaluate()
         else:
             improved = False
@@ -306,7 +313,8 @@ class Trainer:
         self._save(best=improved)
         if self.env.is_main:
             plot_losses(self.out / rundir.METRICS_FILE, self.out / rundir.PLOTS_DIR / "loss.png")
-            best = f", best val_loss {self.state.best_val:.4f}" if self.state.best_val else ""
+            metric, value = self.objective.best_metric, self.state.best_val
+            best = f", best {metric} {value:.4f}" if value is not None else ""
             print(
                 f"trained {step} steps ({self.state.tokens:,} tokens) in "
                 f"{self.state.elapsed_s:.1f} s{best}; run dir: {self.final_out}"
@@ -316,9 +324,9 @@ class Trainer:
         self._save()
         if self.env.is_main:
             log.warning(
-                "interrupted at step %d; checkpoint saved. Resume with: lmforge train --resume %s",
+                "interrupted at step %d; checkpoint saved. Resume with: %s",
                 self.state.step,
-                self.out,
+                self.resume_hint,
             )
         return code
 
@@ -355,18 +363,19 @@ class Trainer:
             self.model,
             self.raw_model.config,
             self._optimizer_state_holder(),
-            self.train_loader,
+            self.train_batches,
             self.carry,
             self.env,
             self.config.train.parallel,
         )
 
     def restore(self, checkpoint_dir: Path) -> None:
-        """Optimizer, loader position, RNG and carried state from `checkpoint_dir`."""
+        """Optimizer, batch-source position, RNG and carried state from `checkpoint_dir`
+        (the model's weights and `TrainState` are loaded before the Trainer is built)."""
         restore_training_state(checkpoint_dir, self._checkpointable(), self.device)
         loader_state = ckpt.verify_checkpoint(checkpoint_dir, checksums=False).get("loader")
         if loader_state:
-            self.train_loader.load_state_dict(loader_state)
+            self.train_batches.load_state_dict(loader_state)
         self._last_saved = self.state.step
         self._window_start = (self._step_time, self.state.tokens)
         self.display = TrainDisplay(self.config.max_steps, self.state.step, self.env.is_main)
@@ -422,20 +431,7 @@ def run(config: TrainConfig, flags: Flags) -> int:
         if env.is_main:
             lock = prepare_out_dir(session, flags)
         dist_utils.barrier(env)
-        parts = build_components(session, env, device)
-        trainer = Trainer(
-            parts.config,
-            session.out,
-            parts.model,
-            parts.optimizer,
-            parts.train_loader,
-            parts.val_loader,
-            parts.tokenizer,
-            device,
-            env,
-            parts.state,
-            parts.dtype,
-        )
+        trainer = Trainer(build_components(session, env, device), session.out, env)
         if session.resume_dir is not None:
             trainer.restore(session.resume_dir)
         if env.is_main:
@@ -466,9 +462,9 @@ def _write_run_files(trainer: Trainer, session: Session, flags: Flags) -> None:
         out,
         f"{trainer.raw_model.num_params():,}",
         trainer.tokens_per_step,
-        trainer.train_loader.accum_steps,
-        trainer.train_loader.batch_size,
-        trainer.train_loader.seq_len,
+        trainer.train_batches.accum_steps,
+        trainer.train_batches.batch_size,
+        trainer.train_batches.seq_len,
         trainer.env.world_size,
         trainer.config.data,
     )

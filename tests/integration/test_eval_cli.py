@@ -93,7 +93,8 @@ def test_fewshot_task_on_both_architectures(workdir, capsys):
 def test_finetune_lstm_then_eval_the_classifier(workdir, capsys):
     out_dir = workdir / "lstm-cls"
     args = ["finetune", str(workdir / "lstm"), *_task(workdir), f"out={out_dir}", "device=cpu"]
-    args += ["classifier.lr=1e-2", "classifier.epochs=4", "classifier.pooling=last"]
+    args += ["classifier.lr=1e-2", "classifier.epochs=8", "classifier.patience=8"]
+    args += ["classifier.pooling=last"]
     assert main(args) == 0
     report = json.loads((out_dir / "eval" / "classification.json").read_text())
     assert report["method"] == "finetuned" and report["n"] == 40
