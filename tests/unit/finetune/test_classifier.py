@@ -14,6 +14,7 @@ from lmforge.errors import CheckpointError
 from lmforge.eval.metrics import accuracy
 from lmforge.finetune.classifier import (
     ClassifierBatches,
+    ClassifierObjective,
     classifier_optimizer,
     classifier_train_config,
     fit_classifier,
@@ -22,7 +23,7 @@ from lmforge.finetune.config import FinetuneConfig
 from lmforge.models import GPTConfig, LSTMConfig, build_model
 from lmforge.models.heads import SequenceClassifier, load_head, pad_batch, predict, save_head
 from lmforge.run.config import TrainConfig
-from lmforge.train.interface import BatchSource
+from lmforge.train.interface import BatchSource, Objective
 
 VOCAB = 16
 CONFIGS = {
@@ -77,7 +78,7 @@ def _toy_task(n: int, seed: int) -> tuple[list[list[int]], list[int]]:
 def test_batches_are_seeded_resumable_and_cover_each_epoch():
     ids = [[i] * (1 + i % 5) for i in range(10)]
     source = ClassifierBatches((ids, [i % 2 for i in range(10)]), 4, seed=3, shuffle=True)
-    assert isinstance(source, BatchSource)
+    assert isinstance(source, BatchSource) and isinstance(ClassifierObjective(), Objective)
     assert source.steps_per_epoch == 3 and source.rows == 4 and source.seq_len == 5
     epoch = [source.next_batches()[0] for _ in range(3)]
     assert [len(b.labels) for b in epoch] == [4, 4, 2]  # the last batch of an epoch is short

@@ -6,14 +6,18 @@ from __future__ import annotations
 import contextlib
 import math
 
+import pytest
 import torch
 
+from lmforge.data.loader import TokenLoader
 from lmforge.data.tokenizer import build_char
+from lmforge.errors import CheckpointError
 from lmforge.eval.generation import Example
 from lmforge.finetune.sft import EncodedExample, SFTBatches, collate, encode_example
 from lmforge.models import GPTConfig, build_model
 from lmforge.train.distributed import detect
 from lmforge.train.evaluate import validation_loss
+from lmforge.train.interface import BatchSource, LanguageModelObjective, Objective
 from lmforge.train.loss import IGNORE_INDEX, cross_entropy
 
 TOK = build_char(["abcdefgh =?"], ["<|endoftext|>"])
@@ -52,6 +56,17 @@ def test_batches_are_seeded_resumable_and_cover_an_epoch() -> None:
     assert again.next_batches()[0][0][:, 0].tolist() == seen[3]
     fixed = SFTBatches(examples, batch_size=4, seed=3, shuffle=False, pad_id=EOT)
     assert fixed.next_batches()[0][0][:, 0].tolist() == [0, 1, 2, 3]
+    fewer = SFTBatches(examples[:9], batch_size=4, seed=3, shuffle=True, pad_id=EOT)
+    with pytest.raises(CheckpointError, match="trained on 10 examples, these are 9"):
+        fewer.load_state_dict(source.state_dict())
+
+
+def test_sources_and_objective_meet_the_trainer_interface() -> None:
+    examples = [EncodedExample([i], [i, EOT]) for i in range(10)]
+    assert isinstance(SFTBatches(examples, 4, 0, True, EOT), BatchSource)
+    tokens = torch.arange(1000, dtype=torch.int64).numpy() % 11
+    assert isinstance(TokenLoader([tokens], seq_len=8, batch_size=2), BatchSource)
+    assert isinstance(LanguageModelObjective(), Objective)
 
 
 def test_validation_loss_counts_only_response_tokens() -> None:
