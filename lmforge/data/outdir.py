@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def check_existing(
-    out: Path, config_hash: str, fingerprint: str, overwrite: bool
+    out: Path,
+    config_hash: str,
+    fingerprint: str,
+    overwrite: bool,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The existing meta when `out` is already this exact build; None when a build is needed.
 
@@ -49,10 +53,32 @@ def check_existing(
     what = "config" if not same_config else "source files"
     if not same_config and not same_sources:
         what = "config and source files"
+    differ = _differing_keys(meta.get("config"), config) if not same_config else []
+    detail = f" ({'; '.join(differ)})" if differ else ""
     raise ConfigError(
-        f"data dir {out} was built with different {what}; pass --overwrite to rebuild it, or "
-        "choose another out="
+        f"data dir {out} was built with different {what}{detail}; pass --overwrite to rebuild "
+        "it, or choose another out="
     )
+
+
+def _differing_keys(old: Any, new: dict[str, Any] | None, limit: int = 5) -> list[str]:
+    """`key: old -> new` for the settings that differ between two config dumps (first `limit`)."""
+    if not isinstance(old, dict) or new is None:
+        return []
+    a, b = _flatten(old), _flatten(new)
+    keys = [k for k in sorted(a.keys() | b.keys()) if k != "out" and a.get(k) != b.get(k)]
+    shown = [f"{k}: {a.get(k, 'unset')!r} -> {b.get(k, 'unset')!r}" for k in keys[:limit]]
+    return shown + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _pid_alive(pid: int) -> bool:

@@ -164,7 +164,9 @@ def prepare(cfg: PrepareConfig, overwrite: bool = False) -> PrepareResult:
     options = cfg.source_options()
     inputs = sources.resolve(cfg.source_specs, options)
     fingerprint = _fingerprint(inputs, cfg)
-    existing = check_existing(out, cfg.content_hash(), fingerprint, overwrite)
+    existing = check_existing(
+        out, cfg.content_hash(), fingerprint, overwrite, cfg.model_dump(mode="json")
+    )
     if existing is not None:
         return PrepareResult(out, existing, up_to_date=True)
     tmp = make_tmp_dir(out)
@@ -271,6 +273,8 @@ def _check_not_empty(
     cfg: PrepareConfig, read: sources.ReadStats, cleaner: Cleaner, spool: SpoolWriter
 ) -> None:
     names = ", ".join(cfg.source_specs)
+    if _all_empty(cfg.source_specs):
+        raise DataError(f"source {names} is empty (0 bytes); give a file with text in it")
     if read.documents == 0:
         skipped = f" ({read.summary()})" if read.summary() else ""
         raise DataError(f"no documents in source {names}{skipped}; check the source paths")
@@ -281,6 +285,12 @@ def _check_not_empty(
             f"all {read.documents} documents from {names} were filtered out{which}; relax the "
             "clean.* settings (e.g. clean.min_chars)"
         )
+
+
+def _all_empty(specs: list[str]) -> bool:
+    """True when every source is a plain local file of 0 bytes (not a glob, dir or URL)."""
+    paths = [Path(s) for s in specs]
+    return all(p.is_file() and p.stat().st_size == 0 for p in paths)
 
 
 def _spool_texts(path: Path) -> Iterator[str]:

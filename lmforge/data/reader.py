@@ -32,6 +32,11 @@ class DataDir:
     @classmethod
     def open(cls, path: str | Path) -> DataDir:
         path = Path(path)
+        if path.is_file():
+            raise DataError(
+                f"data={path} is a file, not a data dir; turn it into one first with 'lmforge "
+                f"prepare {path} out=data/{path.stem}', then train with data=data/{path.stem}"
+            )
         if not path.is_dir():
             raise DataError(
                 f"data dir {path} does not exist; create it with 'lmforge prepare ... out={path}'"

@@ -18,7 +18,9 @@ from lmforge.runtime import DeviceName, DtypeName
 
 class TaskSection(NamedSection):
     name: str | None = Field(
-        None, description="task to run (default for eval: intrinsic loss/perplexity/bits-per-byte)"
+        None,
+        description="task name (eval: unset scores loss/perplexity/bits-per-byte; finetune: "
+        "required)",
     )
     dir: str | None = Field(
         None, description="folder with the task's files (default: $LMFORGE_SHARED_DATA/<task>)"

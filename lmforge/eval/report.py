@@ -8,6 +8,7 @@ with metrics as rows and runs as columns. Plots use matplotlib's Agg backend (no
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 Metrics = Mapping[str, float | int | str]
+
+
+log = logging.getLogger(__name__)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -70,6 +74,7 @@ def write_report(
     _atomic_write(json_path, json.dumps(payload, indent=2) + "\n")
     table = markdown_table({column or Path(run_dir).name: metrics})
     _atomic_write(out / f"{name}.md", f"# {name}\n\n{table}\n")
+    log.info("wrote %s and %s", json_path, json_path.with_suffix(".md").name)
     return json_path
 
 

@@ -53,10 +53,14 @@ def resolve_session(config: TrainConfig, flags: Flags) -> Session:
 
 
 def _require_data(config: TrainConfig) -> None:
+    """A readable data dir, checked before the run dir is created (a bad data= leaves no run)."""
     if config.data is None:
         raise ConfigError(
             "missing required config key 'data' (a data dir from 'lmforge prepare'); set data=PATH"
         )
+    from lmforge.data.reader import DataDir
+
+    DataDir.open(config.data)
 
 
 # A run whose warm-up would take more than this fraction of its steps gets a shorter warm-up.

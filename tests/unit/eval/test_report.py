@@ -18,8 +18,10 @@ def test_side_by_side_table_has_a_column_per_run():
     assert "| macro_f1 | - | 0.7000 |" in lines
 
 
-def test_write_report_keeps_headline_keys_flat(tmp_path):
-    path = write_report(tmp_path, "sst2", {"acc": 0.8, "task": "sst2"}, {"matrix": [[1]]})
+def test_write_report_keeps_headline_keys_flat(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="lmforge.eval.report"):
+        path = write_report(tmp_path, "sst2", {"acc": 0.8, "task": "sst2"}, {"matrix": [[1]]})
+    assert f"wrote {path} and sst2.md" in caplog.text  # the user learns where the report is
     saved = json.loads(path.read_text())
     assert saved["acc"] == 0.8 and saved["task"] == "sst2"
     assert saved["details"] == {"matrix": [[1]]}
