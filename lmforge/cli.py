@@ -69,6 +69,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "lmforge.interop.importer:VERB",
         "Import a local Hugging Face GPT-2 or Llama model dir as an lmforge run dir.",
     ),
+    "serve": (
+        "lmforge.serve.verb:VERB",
+        "Serve a run over an OpenAI-compatible HTTP API (continuous batching, playground).",
+    ),
     "fit": (
         "lmforge.lab.fit_config:VERB",
         "Fit scaling laws (Approach 3 and IsoFLOP) to a sweep dir or a table of runs.",
