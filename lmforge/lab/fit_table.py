@@ -138,8 +138,12 @@ def _read_sweep(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     points = index.get("points")
     if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
         raise DataError(f"{path}: 'points' must be a list of objects, got {type(points).__name__}")
-    done = [p for p in points if p.get("status") == DONE]
-    skipped = [str(p.get("name", f"point {i}")) for i, p in enumerate(points) if p not in done]
+    done, skipped = [], []
+    for i, point in enumerate(points, 1):
+        if point.get("status") == DONE:
+            done.append(point)
+        else:
+            skipped.append(str(point.get("name", f"point {i}")))
     return done, skipped
 
 
@@ -235,8 +239,8 @@ def _numbers(rows: list[dict[str, Any]], names: list[str], column: str, where: s
 
 def exclude_points(
     points: FitPoints, exclude_small: bool, exclude_highest_loss: int
-) -> tuple[FitPoints, list[dict[str, str]]]:
-    """Drop small models and/or the k highest-loss runs; returns the rest and what was dropped."""
+) -> tuple[FitPoints, FitPoints, list[dict[str, str]]]:
+    """Drop small models and/or the k highest-loss runs: (kept, dropped, why each was dropped)."""
     keep = np.ones(len(points), dtype=bool)
     reasons: dict[int, str] = {}
     if exclude_small:
@@ -250,7 +254,7 @@ def exclude_points(
                 keep[i] = False
                 reasons[int(i)] = "among the highest losses (exclude_highest_loss)"
     dropped = [{"name": points.names[i], "reason": reasons[i]} for i in sorted(reasons)]
-    return points.subset(keep), dropped
+    return points.subset(keep), points.subset(~keep), dropped
 
 
 def check_enough(points: FitPoints, where: str) -> None:

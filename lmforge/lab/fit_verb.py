@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 from lmforge.lab.fit_approach3 import Approach3Result, default_workers, fit_approach3
@@ -47,7 +46,9 @@ def fit_source(config: FitConfig) -> dict[str, Any]:
     where = str(source / "sweep.json") if source.is_dir() else str(source)
     columns = Columns(**config.columns.model_dump())
     everything = points_from_rows(rows, columns, config.n_kind, where)
-    points, dropped = exclude_points(everything, config.exclude_small, config.exclude_highest_loss)
+    points, excluded, dropped = exclude_points(
+        everything, config.exclude_small, config.exclude_highest_loss
+    )
     check_enough(points, where)
     workers = config.workers or default_workers()
     log.info("fitting %d runs from %s (%d workers)", len(points), source, workers)
@@ -77,7 +78,6 @@ def fit_source(config: FitConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     report = _report(config, source, points, dropped, skipped, approach3, approach2)
     if config.plots:
-        excluded = everything.subset(~np.isin(everything.names, points.names))
         paths = _plots(out_dir, points, excluded, approach3, approach2)
         report["plots"] = [str(p.relative_to(out_dir)) for p in paths]
     report["seconds"] = round(time.perf_counter() - started, 2)

@@ -73,7 +73,7 @@ def test_chinchilla_replication(shared_data):
     rows, _ = read_rows(source)
     points = points_from_rows(rows, Columns(n="Model Size", c="Training FLOP"), "total", "chin")
     assert len(points) == 245
-    points, dropped = exclude_points(points, False, 5)
+    points, _, dropped = exclude_points(points, False, 5)
     assert len(points) == 240 and len(dropped) == 5
     # Screened to the 150 best grid starts to stay fast; the full grid finds the same optimum.
     fit = fit_approach3(points.n, points.d, points.loss, starts=150, bootstrap=0)
@@ -113,3 +113,16 @@ def test_worker_processes_give_identical_fits():
     two = fit_approach3(g["N"], g["D"], g["loss"], workers=2, **kwargs)
     np.testing.assert_array_equal(one.params, two.params)
     np.testing.assert_array_equal(one.samples, two.samples)
+
+
+def test_count_weights_equal_resampled_rows():
+    """The bootstrap weights runs by how often they were drawn: the same as duplicating rows."""
+    log_n, log_d, log_loss, delta = _data()
+    rng = np.random.default_rng(5)
+    drawn = rng.integers(0, log_n.size, size=log_n.size)
+    counts = np.bincount(drawn, minlength=log_n.size).astype(float)
+    params = np.array([[6.0, 7.0, 0.7, 0.3, 0.4]])
+    f_w, g_w = huber_objective(params, log_n, log_d, log_loss, delta, counts[None, :])
+    f_r, g_r = huber_objective(params, log_n[drawn], log_d[drawn], log_loss[drawn], delta)
+    np.testing.assert_allclose(f_w, f_r, rtol=1e-12)
+    np.testing.assert_allclose(g_w, g_r, rtol=1e-10)

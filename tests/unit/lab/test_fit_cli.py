@@ -6,6 +6,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 from _fit_support import TRUE, isoflop_runs, synthetic_grid
 
 from lmforge.cli import main
@@ -29,7 +30,7 @@ def _check_fit_json(path, n_runs, plots=PLOTS):
         assert isinstance(report[key], float)
         lo, hi = report[f"{key}_ci"]
         assert lo <= report[key] <= hi
-    assert report["a"] + report["b"] == 1.0 or abs(report["a"] + report["b"] - 1) < 1e-12
+    assert report["a"] + report["b"] == pytest.approx(1.0)
     assert report["converged"] is True
     assert report["n_runs"] == len(report["points"]) == n_runs
     assert {"name", "N", "D", "C", "loss", "small"} <= set(report["points"][0])

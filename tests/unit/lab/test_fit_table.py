@@ -139,7 +139,8 @@ def test_exclusions_and_too_few_rows(tmp_path):
     points = points_from_rows(rows, Columns(), "total", "t")
     assert points.small.tolist() == [True] + [False] * 7
     assert [r["small"] for r in points.records()][:2] == [True, False]
-    kept, dropped = exclude_points(points, exclude_small=True, exclude_highest_loss=2)
+    kept, removed, dropped = exclude_points(points, exclude_small=True, exclude_highest_loss=2)
+    assert removed.names == ["row 1", "row 7", "row 8"]
     assert kept.names == [f"row {i}" for i in range(2, 7)]
     assert [d["name"] for d in dropped] == ["row 1", "row 7", "row 8"]
     with pytest.raises(DataError, match="leaves 5 runs to fit; .* at least 6"):
