@@ -107,7 +107,10 @@ def test_rerun_is_noop_and_changes_need_overwrite(tmp_path, capsys):
     again = prepare(cfg.model_copy(update={"workers": 3}))  # workers never change the output
     assert again.up_to_date and again.meta["created"] == first.meta["created"]
     changed = _cfg(source=str(src), out=str(tmp_path / "d"), split={"seed": 7})
-    with pytest.raises(ConfigError, match="built with different config; pass --overwrite"):
+    with pytest.raises(
+        ConfigError,
+        match=r"built with different config \(split.seed: 1337 -> 7\); pass --overwrite",
+    ):
         prepare(changed)
     rebuilt = prepare(changed, overwrite=True)
     assert not rebuilt.up_to_date and rebuilt.meta["split"]["seed"] == 7
@@ -149,7 +152,7 @@ def test_out_that_is_not_a_data_dir_is_refused(tmp_path):
 
 def test_empty_and_fully_filtered_corpora(tmp_path):
     (tmp_path / "empty.txt").write_text("")
-    with pytest.raises(DataError, match="all 1 documents .* filtered out; step 'length' removed 1"):
+    with pytest.raises(DataError, match=r"empty.txt is empty \(0 bytes\)"):
         prepare(_cfg(source=str(tmp_path / "empty.txt"), out=str(tmp_path / "d")))
     (tmp_path / "blank.jsonl").write_text("\n\n")
     with pytest.raises(DataError, match="no documents in source .*blank.jsonl"):
