@@ -223,6 +223,7 @@ def fit_approach3(
     grid = grid_starts()
     if 0 < starts < len(grid):
         grid = screen_starts(grid, data, starts)
+    log.info("approach 3: L-BFGS-B from %d starts on %d worker(s)", len(grid), workers)
     results = _minimise_many(grid, data, None, workers)
     converged = [r for r in results if r[2]]
     pool = converged or results  # with no converged start, report the best one as not converged
@@ -243,6 +244,7 @@ def fit_approach3(
         result.objective,
     )
     if bootstrap > 0:
+        log.info("approach 3: %d bootstrap refits", bootstrap)
         _bootstrap(result, data, bootstrap, seed, workers)
     return result
 

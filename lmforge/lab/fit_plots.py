@@ -35,8 +35,11 @@ def write_plots(
         _save(_loss_vs_compute(points, excluded, approach3), plots / "fit_loss_vs_compute.png"),
         _save(_parity(points, approach3), plots / "fit_parity.png"),
     ]
+    isoflop = plots / "fit_isoflop.png"
     if approach2.fitted:
-        written.append(_save(_isoflop(points, approach2), plots / "fit_isoflop.png"))
+        written.append(_save(_isoflop(points, approach2), isoflop))
+    else:
+        isoflop.unlink(missing_ok=True)  # a stale one from an earlier fit would mislead
     written.append(_save(_optimal(points, approach3, approach2), plots / "fit_optimal.png"))
     return written
 

@@ -21,6 +21,7 @@ from lmforge.lab.fit_config import FitConfig
 from lmforge.lab.fit_isoflop import Approach2Result, fit_approach2
 from lmforge.lab.fit_table import (
     SMALL_N,
+    SWEEP_FILE,
     Columns,
     FitPoints,
     check_enough,
@@ -43,7 +44,7 @@ def fit_source(config: FitConfig) -> dict[str, Any]:
     started = time.perf_counter()
     source = Path(config.source)
     rows, skipped = read_rows(source)
-    where = str(source / "sweep.json") if source.is_dir() else str(source)
+    where = str(source / SWEEP_FILE) if source.is_dir() else str(source)
     columns = Columns(**config.columns.model_dump())
     everything = points_from_rows(rows, columns, config.n_kind, where)
     points, excluded, dropped = exclude_points(
