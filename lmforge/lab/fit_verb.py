@@ -244,6 +244,8 @@ def summary(report: dict[str, Any]) -> str:
             f"Approach 2 (IsoFLOP): a = {a2['a']:.3f} {_fmt_ci(ci_a)}, "
             f"b = {a2['b']:.3f} {_fmt_ci(ci_b)}"
         )
+    if report["approaches_agree"]:
+        lines.append("Approaches 2 and 3 agree: the intervals of a and of b overlap")
     lines += [f"note: {n}" for n in report["notes"]]
     lines.append(f"wrote {report['path']} ({report['seconds']:.1f} s)")
     return "\n".join(lines)

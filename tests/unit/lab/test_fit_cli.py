@@ -76,7 +76,7 @@ def test_fit_a_jsonl_table_into_out(tmp_path):
     a2 = report["approach2"]
     assert len(a2["budgets"]) == 4 and all(b["used"] for b in a2["budgets"])
     assert abs(a2["a"] - TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])) < 0.03
-    assert report["approaches_agree"] in (True, False)
+    assert report["approaches_agree"] is True  # noise-free profiles: both recover the law
 
 
 def test_fit_a_sweep_dir(tmp_path):
