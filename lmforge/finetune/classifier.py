@@ -141,6 +141,7 @@ def finetune_classifier(
     matrix = confusion_matrix(data.test.labels, preds, len(data.labels))
     _write_run(out, work, run, model, cfg, flags, meta, metrics, matrix)
     discard(work)
+    log.info("test results: %s", out / "eval" / f"{task}.json")
     print(markdown_table({out.name: metrics}))
     return 0
 
