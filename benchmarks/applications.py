@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
 
 import torch
+from results_io import RESULTS, write_result
 
 from lmforge.cli import main as lmforge
 from lmforge.eval.config import TaskSection
@@ -27,7 +27,6 @@ from lmforge.eval.tasks import get_task
 from lmforge.eval.tasks.files import dataset_dir
 from lmforge.eval.tasks.multi30k import read_lines
 
-RESULTS = Path(__file__).resolve().parent / "results"
 APPS = {"multi30k_en_de": "mt", "multi30k_de_en": "mt", "squad": "qa"}
 
 FULL = {
@@ -63,6 +62,9 @@ QUICK = {
     "eval_limit": 16,
     "limit_train": 2000,
 }
+
+# --threads N, passed to every verb as its threads key (None: each verb's default, all cores).
+THREADS: list[int | None] = [None]
 
 
 def run(args: list[str]) -> float:
@@ -107,6 +109,7 @@ def pretrain(app: str, arch: str, plan: dict, work: Path, seconds: float) -> Pat
     seq = ["train.seq_len=" + str(min(context, 128))]
     budget = [f"train.max_time={max(seconds, 1.0)}", "train.max_steps=1000000"]
     common = ["device=cpu", "seed=0", "eval.every=200", "eval.batches=5", "sample.every=0"]
+    common += [f"train.threads={THREADS[0]}"] if THREADS[0] else []
     run(["train", str(out), f"data={data}", *shape, *seq, *plan["pretrain"], *common, *budget,
          "--overwrite"])  # fmt: skip
     return out
@@ -115,6 +118,7 @@ def pretrain(app: str, arch: str, plan: dict, work: Path, seconds: float) -> Pat
 def finetune(task: str, arch: str, init: Path, plan: dict, work: Path, seconds: float) -> dict:
     out = work / f"{init.name}-{task}"
     args = ["finetune", str(init), f"task={task}", f"out={out}", "device=cpu", "seed=0"]
+    args += [f"threads={THREADS[0]}"] if THREADS[0] else []
     args += [f"sft.max_time={seconds}", f"sft.batch_size={plan['sft_batch'][APPS[task]]}"]
     args += [*plan["sft_common"], *plan["sft"][arch], *plan["decode"]]
     if plan["eval_limit"]:
@@ -168,6 +172,9 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     budget = args.budget or (20.0 if args.quick else 1800.0)
     if args.threads:
+        # Each verb sets its own threads from its config (default: all cores), so the limit
+        # travels as a key on every command, not as this process's torch setting.
+        THREADS[0] = args.threads
         torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     if work.exists():
@@ -187,14 +194,11 @@ def main() -> None:
         "budget_seconds_per_task": budget,
         "pretrain_frac": args.pretrain_frac,
         "quick": args.quick,
-        "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
         "rows": rows,
     }
     # A smoke run's numbers mean nothing; keep them out of the results folder.
     out = args.out or (work / "applications.json" if args.quick else RESULTS / "applications.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(out, result, THREADS[0] or torch.get_num_threads())
     print(f"wrote {out}")
 
 

@@ -14,17 +14,15 @@ Writes `benchmarks/results/generate.json`.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
 import torch
+from results_io import RESULTS, table, write_result
 
 from lmforge.infer.generator import GenerationParams, GenerationStats, Generator
 from lmforge.models import GPTConfig, build_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
 VOCAB = 65
 PROMPT_TOKENS = 16
 
@@ -179,6 +177,23 @@ def main() -> None:
             f"{r['tokens_per_s_per_row']:.0f} | {share:.0f}% | {r['first_token_ms']:.1f} | "
             f"{r['warmup_s']:.1f} |"
         )
+    for r in rows:
+        r["label"] = r["mode"] + ("" if r["cache"] else ", no cache")
+        r["share_of_bound"] = r["tokens_per_s_per_row"] / bound
+    decode = table(
+        [
+            ["mode", "label", ""],
+            ["batch", "batch", ""],
+            ["new tokens", "new_tokens", ""],
+            ["tokens/s (median)", "tokens_per_s", ".0f"],
+            ["best", "best_tokens_per_s", ".0f"],
+            ["per row", "tokens_per_s_per_row", ".0f"],
+            ["% of bound", "share_of_bound", ".0%"],
+            ["first token ms", "first_token_ms", ".1f"],
+            ["warm-up s", "warmup_s", ".1f"],
+        ],
+        rows,
+    )
     result = {
         "model": f"gpt 6L/384 {args.style}",
         "params": model.num_params(),
@@ -187,18 +202,15 @@ def main() -> None:
         "memcpy_gbps": copy_gbps,
         "bandwidth_bound_tokens_per_s": bound,
         "matmul_floor_ms": {str(b): ms for b, ms in floor_ms.items()},
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
         "quick": args.quick,
         "rows": rows,
+        "tables": {"decode": decode},
     }
     # A smoke run's numbers mean nothing; keep them out of the results folder.
     out = args.out or (
         Path("/tmp/generate_quick.json") if args.quick else RESULTS / "generate.json"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(out, result, torch.get_num_threads())
     print(f"wrote {out}")
 
 

@@ -46,11 +46,11 @@ VERBS: dict[str, tuple[str, str]] = {
         "Clean and tokenise raw text into a data dir (tokenizer.json, shards, meta.json).",
     ),
     "train": (
-        "lmforge.train.trainer:VERB",
+        "lmforge.train.verb:VERB",
         "Train a language model on a data dir; writes (or resumes) the run dir `out`.",
     ),
     "eval": (
-        "lmforge.eval.run:VERB",
+        "lmforge.eval.verb:VERB",
         "Evaluate runs: loss/perplexity/bits-per-byte, or a task (task=sst2, trec, ...).",
     ),
     "finetune": (
@@ -58,15 +58,15 @@ VERBS: dict[str, tuple[str, str]] = {
         "Fine-tune a run for a task: a classifier head (sst2, trec, ...) or SFT (generation).",
     ),
     "generate": (
-        "lmforge.infer.cli:VERB",
+        "lmforge.infer.config:VERB",
         "Continue a prompt with a trained run (streamed to stdout), or open a session (-i).",
     ),
     "export": (
-        "lmforge.interop.export:VERB",
+        "lmforge.interop.config:EXPORT_VERB",
         "Export a run's checkpoint as a Hugging Face model dir (Llama or GPT-2 layout).",
     ),
     "import": (
-        "lmforge.interop.importer:VERB",
+        "lmforge.interop.config:IMPORT_VERB",
         "Import a local Hugging Face GPT-2 or Llama model dir as an lmforge run dir.",
     ),
     "serve": (

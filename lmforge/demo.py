@@ -11,23 +11,20 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 from pydantic import Field
 
-from lmforge.config import Section, build_config
-from lmforge.errors import ConfigError
+from lmforge.config import Section, build_config, resolve_recipe
 from lmforge.verb import Flags, Verb
 
 log = logging.getLogger(__name__)
-
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 class DemoConfig(Section):
     data: str = Field("data/pydocs", description="data dir to prepare (reused when up to date)")
     out: str = Field("runs/demo", description="run dir to train")
-    recipe: str | None = Field(None, description="training recipe (default: configs/demo.toml)")
+    recipe: str | None = Field(
+        None, description="training recipe (default: the packaged demo recipe)"
+    )
     max_steps: int | None = Field(None, ge=1, description="override the recipe's train.max_steps")
     pydocs_modules: int | None = Field(
         None, ge=1, description="use only the first N stdlib modules of pydocs (quick runs)"
@@ -72,9 +69,7 @@ def _train(cfg: DemoConfig, data_dir: Path, flags: Flags) -> Path | None:
     from lmforge.run.rundir import CHECKPOINTS_DIR, is_run_dir
     from lmforge.train.trainer import run as train
 
-    recipe = Path(cfg.recipe) if cfg.recipe else REPO_CONFIGS / "demo.toml"
-    if not recipe.is_file():
-        raise ConfigError(f"demo recipe {recipe} not found; pass recipe=PATH/demo.toml")
+    recipe = resolve_recipe(cfg.recipe or "demo")  # works from an installed package too
     overrides: dict = {"data": str(data_dir), "out": cfg.out}
     if cfg.max_steps is not None:
         overrides["train"] = {"max_steps": cfg.max_steps}
@@ -119,6 +114,9 @@ def _report(cfg: DemoConfig, out: Path, data_dir: Path) -> None:
     text = cfg.prompt + loaded.tokenizer.decode(ids)
     print("      sample: " + text.replace("\n", "\n              "))
     data = DataDir.open(data_dir)
+    import numpy as np
+    import torch
+
     tokens = torch.from_numpy(data.tokens("val", 0, data.num_tokens("val")).astype(np.int64))
     window = loaded.config.seq_len
     lengths = torch.as_tensor(loaded.tokenizer.token_byte_lengths())

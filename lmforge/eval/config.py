@@ -12,8 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from lmforge.config import NamedSection, Section
-from lmforge.runtime import DeviceName, DtypeName
+from lmforge.config import DeviceName, DtypeName, NamedSection, Section
 
 
 class TaskSection(NamedSection):

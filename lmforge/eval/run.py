@@ -15,7 +15,7 @@ from lmforge.errors import ConfigError
 from lmforge.eval.config import EvalConfig
 from lmforge.eval.report import markdown_table
 from lmforge.runtime import autocast, resolve_device, resolve_dtype, seed_everything, set_threads
-from lmforge.verb import Flags, Verb
+from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,3 @@ def run(cfg: EvalConfig, flags: Flags) -> int:
     results = evaluate(cfg)
     print(markdown_table(results, title=cfg.task.name or INTRINSIC))
     return 0
-
-
-VERB = Verb(
-    name="eval",
-    summary="Evaluate runs: loss/perplexity/bits-per-byte, or a task (task=sst2, trec, ...).",
-    config=EvalConfig,
-    run=run,
-    positionals=("runs*",),
-    usage="lmforge eval RUN [RUN ...] [task=NAME] [key=value ...]",
-)

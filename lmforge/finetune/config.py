@@ -10,9 +10,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from lmforge.config import Section
+from lmforge.config import DeviceName, DtypeName, Section
 from lmforge.eval.config import DecodeSection, TaskSection
-from lmforge.runtime import DeviceName, DtypeName
 
 
 class ClassifierSection(Section):

@@ -12,7 +12,6 @@ import logging
 
 from lmforge.errors import ConfigError
 from lmforge.finetune.config import FinetuneConfig
-from lmforge.runtime import resolve_device, set_threads
 from lmforge.verb import Flags, Verb
 
 log = logging.getLogger(__name__)
@@ -23,6 +22,7 @@ def finetune(cfg: FinetuneConfig, flags: Flags | None = None) -> int:
     from lmforge.eval.tasks import TASKS, get_task
     from lmforge.finetune.publish import check_out
     from lmforge.run.rundir import load_run
+    from lmforge.runtime import resolve_device, set_threads
 
     flags = flags or Flags()
     if not cfg.init:

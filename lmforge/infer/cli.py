@@ -3,7 +3,8 @@
 Stdout carries only the continuation, streamed as it is decoded (with `prompts=FILE`: one JSON
 object per line); statistics and notes go to stderr. The prompt is encoded exactly as the run's
 tokenizer.json encodes it (no hidden BOS/EOS); an empty prompt starts a new document (the
-end-of-text token). `-i` opens the interactive session of `interactive.py`.
+end-of-text token). `-i` opens the interactive session of `interactive.py`. The config schema and
+the verb are in `config.py` (no torch import, so `--help` is quick).
 """
 
 from __future__ import annotations
@@ -15,85 +16,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-from pydantic import Field, field_validator
 
-from lmforge.config import Section
 from lmforge.errors import ConfigError, DataError
 from lmforge.infer.beam import beam_texts
+from lmforge.infer.config import GenerateConfig
 from lmforge.infer.generator import GenerationParams, GenerationStats, Generator, encode_prompt
-from lmforge.runtime import DeviceName, DtypeName, resolve_device, resolve_dtype, set_threads
-from lmforge.verb import Flags, Verb
+from lmforge.runtime import resolve_device, resolve_dtype, set_threads
+from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)
-
-_ESCAPES = {"\\n": "\n", "\\t": "\t", "\\r": "\r"}
-
-
-class GenerateConfig(Section):
-    run: str | None = Field(None, description="run dir to generate with (positional)")
-    prompt: str | None = Field(
-        None, description="text to continue (positional; '' starts a document, '-' reads stdin)"
-    )
-    prompts: str | None = Field(
-        None,
-        description="file of prompts (.jsonl with a 'prompt' field, else one per line); "
-        "writes JSONL results to stdout",
-    )
-    max_new_tokens: int = Field(256, ge=1, description="tokens to generate per prompt")
-    temperature: float = Field(0.8, ge=0, description="sampling temperature (0: greedy)")
-    top_k: int | None = Field(None, ge=1, description="sample among the k likeliest tokens")
-    top_p: float | None = Field(
-        None, gt=0, le=1, description="sample among the likeliest tokens holding this mass"
-    )
-    repetition_penalty: float = Field(
-        1.0, gt=0, description="> 1 discourages tokens already in the text (CTRL; 1: off)"
-    )
-    stop: list[str] = Field(
-        [],
-        description="stop at any of these strings (not printed); \\n and \\t are understood",
-    )
-    seed: int | None = Field(None, description="seed for sampling (unset: different each run)")
-    num_samples: int = Field(1, ge=1, description="continuations per prompt")
-    beam_size: int = Field(1, ge=1, description="> 1: beam search (deterministic, not streamed)")
-    checkpoint: str = Field("latest", description="which checkpoint: latest | best | step_N")
-    batch_size: int = Field(8, ge=1, description="prompts=FILE: prompts decoded together")
-    dtype: DtypeName = Field(
-        "float32", description="weights and cache precision: float32 | bfloat16 | float16"
-    )
-    device: DeviceName = Field("auto", description="auto | cpu | cuda | mps")
-    threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
-    compile: bool = Field(
-        False,
-        description="compile the GPT's decode step: ~2x faster decoding on CPU after a "
-        "one-off compile of tens of seconds (cached on disk)",
-    )
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_list(cls, value: Any) -> Any:
-        values = [value] if isinstance(value, str) else value
-        if not isinstance(values, list):
-            return value
-        return [_unescape(v) if isinstance(v, str) else v for v in values]
-
-    def params(self, stop_ids: tuple[int, ...]) -> GenerationParams:
-        return GenerationParams(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            repetition_penalty=self.repetition_penalty,
-            stop_ids=stop_ids,
-            stop=tuple(self.stop),
-            seed=self.seed,
-        )
-
-
-def _unescape(text: str) -> str:
-    """`\\n` typed on a command line means a newline here (a shell passes it as two characters)."""
-    for escaped, char in _ESCAPES.items():
-        text = text.replace(escaped, char)
-    return text
 
 
 def run(cfg: GenerateConfig, flags: Flags) -> int:
@@ -222,14 +153,3 @@ def _fields(completion: Any) -> dict[str, Any]:
         "finish_reason": completion.finish_reason,
         "new_tokens": len(completion.token_ids),
     }
-
-
-VERB = Verb(
-    name="generate",
-    summary="Continue a prompt with a trained run (streamed to stdout), or open a session (-i).",
-    config=GenerateConfig,
-    run=run,
-    positionals=("run", "prompt"),
-    usage='lmforge generate RUN "PROMPT" [key=value ...] [-i]',
-    flags=("-i", "--debug", "--help"),
-)

@@ -11,34 +11,21 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 
-from lmforge.config import Section
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import ConfigError
+from lmforge.interop.config import ExportConfig
 from lmforge.interop.hf import hf_family, to_hf_config, to_hf_state_dict
 from lmforge.interop.hf_tokenizer import write_hf_tokenizer
 from lmforge.models import GPTConfig
-from lmforge.verb import Flags, Verb
+from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ExportConfig(Section):
-    """The keys of `lmforge export`."""
-
-    run: str = Field(..., description="the run dir to export (written by train/finetune/import)")
-    out: str = Field(..., description="the Hugging Face model directory to create")
-    format: Literal["hf"] = Field("hf", description="output format: hf (transformers model dir)")
-    checkpoint: str = Field("latest", description="which checkpoint: latest | best | step_N")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="dtype of the exported weights"
-    )
 
 
 def export_hf(
@@ -124,14 +111,3 @@ def run(cfg: ExportConfig, flags: Flags) -> int:
     print(f"wrote {out}: {files}")
     print(f"load it with: AutoModelForCausalLM.from_pretrained({str(out)!r})")
     return 0
-
-
-VERB = Verb(
-    name="export",
-    summary="Export a run's checkpoint as a Hugging Face model dir (Llama or GPT-2 layout).",
-    config=ExportConfig,
-    run=run,
-    positionals=("run", "out"),
-    usage="lmforge export RUN OUT [checkpoint=latest|best|step_N] [dtype=float32] [--overwrite]",
-    flags=("--overwrite", "--debug", "--help"),
-)

@@ -14,23 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
 
-from lmforge.config import Section
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import CheckpointError, ConfigError
+from lmforge.interop.config import ImportConfig
 from lmforge.interop.hf import family_of_hf_config, from_hf_config, from_hf_state_dict
 from lmforge.models import GPTConfig, build_model
-from lmforge.verb import Flags, Verb
+from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)
-
-
-class ImportConfig(Section):
-    """The keys of `lmforge import`."""
-
-    source: str = Field(..., description="a local Hugging Face model dir (GPT-2 or Llama family)")
-    out: str = Field(..., description="the run dir to create")
 
 
 def import_hf(source: str | Path, out: str | Path, overwrite: bool = False) -> Path:
@@ -152,14 +144,3 @@ def run(cfg: ImportConfig, flags: Flags) -> int:
     print(f"wrote run dir {out}")
     print(f"try: lmforge generate {out} -- 'Once upon a time'")
     return 0
-
-
-VERB = Verb(
-    name="import",
-    summary="Import a local Hugging Face GPT-2 or Llama model dir as an lmforge run dir.",
-    config=ImportConfig,
-    run=run,
-    positionals=("source", "out"),
-    usage="lmforge import HF_DIR OUT [--overwrite]",
-    flags=("--overwrite", "--debug", "--help"),
-)

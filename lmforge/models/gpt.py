@@ -13,15 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
-from lmforge.config import Section
 from lmforge.errors import ConfigError
+from lmforge.models.config import GPTConfig
 from lmforge.models.layers import (
     apply_rope,
     build_norm,
@@ -308,86 +306,6 @@ class Block(nn.Module):
 
 # ---------------------------------------------------------------------------------------------
 # Config
-
-
-class GPTConfig(Section):
-    """A decoder-only Transformer. Defaults: a small Llama (RoPE, RMSNorm, SwiGLU, untied)."""
-
-    kind: Literal["gpt"] = Field("gpt", description="model family: gpt (Transformer) or lstm")
-    n_layers: int = Field(4, ge=1, description="number of Transformer blocks")
-    n_heads: int = Field(4, ge=1, description="attention (query) heads per block")
-    n_kv_heads: int | None = Field(
-        None, ge=1, description="key/value heads for grouped-query attention (unset = n_heads)"
-    )
-    d_model: int = Field(256, ge=1, description="width of the residual stream / embeddings")
-    d_ff: int | None = Field(
-        None,
-        ge=1,
-        description="MLP hidden width (unset = 4*d_model for gelu, 8/3*d_model rounded up to a "
-        "multiple of 64 for swiglu)",
-    )
-    max_seq_len: int = Field(256, ge=1, description="longest context (positions) the model sees")
-    pos_emb: Literal["rope", "learned"] = Field(
-        "rope", description="positions: rope (rotary, Llama) or learned (absolute, GPT-2)"
-    )
-    norm: Literal["rmsnorm", "layernorm"] = Field(
-        "rmsnorm", description="normalisation: rmsnorm (Llama) or layernorm (GPT-2)"
-    )
-    mlp: Literal["swiglu", "gelu"] = Field(
-        "swiglu", description="MLP: swiglu (Llama) or gelu (GPT-2, tanh approximation)"
-    )
-    bias: bool = Field(False, description="biases in linear layers and LayerNorm (GPT-2: true)")
-    tie_embeddings: bool = Field(
-        False, description="share the token embedding with the output head (GPT-2: true)"
-    )
-    dropout: float = Field(
-        0.0, ge=0.0, lt=1.0, description="dropout on embeddings, attention and residuals"
-    )
-    rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency (Llama 3: 500000)")
-    norm_eps: float = Field(1e-5, gt=0, description="epsilon inside RMSNorm/LayerNorm")
-    init_std: float = Field(0.02, gt=0, description="std of the normal init of weights")
-    zero_init_output: bool = Field(
-        False, description="start o_proj/down_proj at zero, so each block starts as identity"
-    )
-
-    @model_validator(mode="after")
-    def _check_shapes(self) -> GPTConfig:
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
-                "choose d_model as a multiple of n_heads"
-            )
-        if self.n_heads % self.kv_heads:
-            raise ValueError(
-                f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}; "
-                "choose n_kv_heads among the divisors of n_heads"
-            )
-        if self.pos_emb == "rope" and self.head_dim % 2:
-            raise ValueError(
-                f"pos_emb='rope' needs an even head_dim, got d_model/n_heads={self.head_dim}; "
-                "change d_model or n_heads"
-            )
-        return self
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-    @property
-    def kv_heads(self) -> int:
-        """`n_kv_heads` resolved (unset means one key/value head per query head)."""
-        return self.n_kv_heads or self.n_heads
-
-    @property
-    def ff_dim(self) -> int:
-        """`d_ff` resolved. SwiGLU has three matrices, so 2/3 of 4*d_model keeps the MLP's
-        parameter count of a GELU MLP (Llama); rounding up to 64 keeps matmuls aligned (Llama
-        rounds to 256, too coarse for small models)."""
-        if self.d_ff is not None:
-            return self.d_ff
-        if self.mlp == "gelu":
-            return 4 * self.d_model
-        return 64 * math.ceil(int(8 * self.d_model / 3) / 64)
 
 
 # ---------------------------------------------------------------------------------------------

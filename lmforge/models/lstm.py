@@ -8,34 +8,10 @@ projection), Press & Wolf 2017 (weight tying).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 
-from lmforge.config import Section
-
-
-class LSTMConfig(Section):
-    """A multi-layer LSTM language model."""
-
-    kind: Literal["lstm"] = Field("lstm", description="model family: gpt (Transformer) or lstm")
-    n_layers: int = Field(2, ge=1, description="stacked LSTM layers")
-    d_model: int = Field(256, ge=1, description="token embedding size (LSTM input)")
-    d_hidden: int = Field(512, ge=1, description="LSTM hidden/cell state size")
-    dropout: float = Field(
-        0.0, ge=0.0, lt=1.0, description="dropout on embeddings, between layers and before the head"
-    )
-    tie_embeddings: bool = Field(
-        False,
-        description="share the token embedding with the head (adds a d_hidden->d_model "
-        "projection when they differ)",
-    )
-    init_range: float = Field(
-        0.1, gt=0, description="embedding/head weights start uniform in [-init_range, init_range]"
-    )
-    forget_bias: float = Field(1.0, description="initial forget-gate bias (1: remember by default)")
+from lmforge.models.config import LSTMConfig
 
 
 class LSTMState:

@@ -11,9 +11,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from lmforge.config import Section
-from lmforge.models import GPTConfig, ModelConfig
-from lmforge.runtime import DeviceName
+from lmforge.config import DeviceName, Section
+from lmforge.models.config import GPTConfig, ModelConfig
 
 
 class TrainSection(Section):

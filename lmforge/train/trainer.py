@@ -47,7 +47,7 @@ from lmforge.train.state import (
     restore_training_state,
     save_training_checkpoint,
 )
-from lmforge.verb import Flags, Verb
+from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)
 
@@ -472,14 +472,3 @@ def _write_run_files(trainer: Trainer, session: Session, flags: Flags) -> None:
     hint = malloc_tuning_hint() if untuned else None
     if hint:
         log.info(hint)
-
-
-VERB = Verb(
-    name="train",
-    summary="Train a language model on a data dir; writes (or resumes) the run dir `out`.",
-    config=TrainConfig,
-    run=run,
-    positionals=("out",),
-    usage="lmforge train [RECIPE.toml] [OUT] data=DATA_DIR [key=value ...] [--resume|--overwrite]",
-    flags=("--resume", "--overwrite", "--debug", "--help"),
-)
