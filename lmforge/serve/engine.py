@@ -304,7 +304,10 @@ class Engine:
     def _finish(self, row: _Row, reason: str, delta: str = "") -> None:
         row.done = True
         req = row.request
-        text = delta + row.stream.flush()
+        tail = row.stream.flush()
+        # A row cut by max_tokens in the middle of a UTF-8 character leaves undecodable bytes,
+        # which decode to U+FFFD; a partial character is not text, so it is not returned.
+        text = delta + tail.rstrip("\ufffd")
         req.sink(ChoiceFinished(row.choice, reason, text, row.pending, row.generated))
         row.pending = []
         progress = self._progress[id(req)]

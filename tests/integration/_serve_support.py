@@ -71,7 +71,9 @@ def train_run(
 
 
 def byte_run(path: Path) -> Path:
-    return train_run(path, "gpt", build_byte([EOT]), TEXT_ZH, steps=200)
+    """A byte-level GPT that has learned TEXT_ZH as the ChatML reply to "🙂"."""
+    chat = f"<|im_start|>user\n🙂<|im_end|>\n<|im_start|>assistant\n{TEXT_ZH}<|im_end|>\n"
+    return train_run(path, "gpt", build_byte([EOT]), chat, steps=400)
 
 
 def imported_run(tmp: Path) -> Path:
