@@ -1,8 +1,11 @@
 """Device peak matmul throughput, the denominator of MFU (model FLOPs utilisation).
 
-Measured once per machine, device, dtype and thread count with a square matmul, and cached in
-`~/.cache/lmforge/peak_flops.json` (`LMFORGE_CACHE_DIR` overrides the folder); `train.peak_tflops`
-sets it by hand. MFU = model FLOPs per token (6N + attention, PaLM appendix B) x tokens/s / peak.
+On a CPU every matmul kernel torch offers (MKL's `torch.mm`, oneDNN's linear) is measured in
+fp32 and bf16 on a 2048-cubed matmul with the run's threads, once per CPU (model string +
+instruction flags + torch version + threads) and cached in `~/.cache/lmforge/peak_flops.json`
+(`LMFORGE_CACHE_DIR` overrides the folder); `train.peak_tflops` sets the peak by hand. MFU = model
+FLOPs per token (6N + attention, PaLM appendix B) x tokens/s / the fastest kernel of the dtype in
+use; `dtype=auto` picks bf16 only where it measured faster.
 """
 
 from __future__ import annotations
@@ -41,22 +44,48 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def measure_matmul_tflops(
-    device: torch.device, dtype: torch.dtype, seconds: float = 0.5, size: int | None = None
-) -> float:
-    """Achieved TFLOP/s of repeated (n x n) @ (n x n) matmuls in `dtype` on `device`.
+# The matmul kernels torch offers on a CPU, measured side by side: MKL's GEMM (`torch.mm`) and
+# oneDNN's linear (the kernel behind `nn.LSTM`, inductor's linear and bf16 matmuls). Which is
+# faster depends on the CPU: MKL keeps to AVX2 on AMD CPUs, where oneDNN uses AVX-512 (Zen 5 core:
+# 92 vs 209 GFLOP/s fp32), so a single-kernel peak misjudges MFU (an LSTM read > 100%).
+CPU_BACKENDS = ("mkl", "onednn")
+CPU_DTYPES = (torch.float32, torch.bfloat16)
+PEAK_SIZE = 2048  # n of the n x n x n matmul, large enough to reach a kernel's steady rate
+PROBE_SIZE = 256  # first, small: an emulated dtype (bf16 without AVX-512 bf16) stops here
+SLOW_TFLOPS = 0.02  # below this on the probe, the dtype is emulated: the probe's rate is its peak
 
-    On CPU in fp32 the best of MKL (`torch.matmul`) and oneDNN (the kernel behind `nn.LSTM` and
-    inductor's linear) counts: MKL's sgemm keeps to AVX2 on AMD CPUs, while oneDNN uses AVX-512
-    (on a Zen 5 core: 92 vs 209 GFLOP/s), so an MKL-only peak let the LSTM's MFU exceed 100%."""
-    n = size or (8192 if device.type == "cuda" else 768)
+
+def _kernel(backend: str) -> Callable[[torch.Tensor, torch.Tensor], Any] | None:
+    if backend == "mkl":
+        return torch.mm
+    if backend == "onednn" and torch.backends.mkldnn.is_available():
+        linear = torch.ops.mkldnn._linear_pointwise  # x @ w.T: the same FLOPs as x @ w
+        return lambda x, w: linear(x, w, None, "none", [], "")
+    return None
+
+
+def measure_matmul_tflops(
+    device: torch.device,
+    dtype: torch.dtype,
+    seconds: float = 0.5,
+    size: int | None = None,
+    backend: str | None = None,
+) -> float:
+    """Achieved TFLOP/s of repeated (n x n) @ (n x n) matmuls in `dtype` on `device`: one
+    `backend` ("mkl" or "onednn", CPU only) or, by default, the best of them."""
+    n = size or (8192 if device.type == "cuda" else PEAK_SIZE)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    best = _rate(torch.matmul, a, b, seconds)
-    if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
-        linear = torch.ops.mkldnn._linear_pointwise  # x @ w.T: the same FLOPs
-        best = max(best, _rate(lambda x, w: linear(x, w, None, "none", [], ""), a, b, seconds))
-    return best
+    if device.type != "cpu":
+        return _rate(torch.matmul, a, b, seconds)
+    rates = [
+        _rate(kernel, a, b, seconds)
+        for name in ((backend,) if backend else CPU_BACKENDS)
+        if (kernel := _kernel(name)) is not None
+    ]
+    if not rates:
+        raise ValueError(f"matmul backend {backend!r} is not available in this torch build")
+    return max(rates)
 
 
 def _rate(
@@ -84,24 +113,83 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_tflops(
-    device: torch.device, dtype: torch.dtype, threads: int, refresh: bool = False
-) -> float:
-    """The cached peak for this device/dtype/threads, measuring it (about a second) if absent
-    or `refresh` (a peak measured while other processes were busy is too low)."""
-    # probe=2: fp32 CPU peaks now include oneDNN; older cached values are re-measured.
-    key = f"{device_name(device)}|{device.type}|{dtype}|threads={threads}|torch={torch.__version__}"
-    key += "|probe=2"
-    path = cache_dir() / "peak_flops.json"
+def measure_cpu_peaks(seconds: float = 0.4) -> dict[str, dict[str, float]]:
+    """TFLOP/s per dtype and backend on this CPU with the current threads, e.g.
+    `{"float32": {"mkl": 0.19, "onednn": 0.41}, "bfloat16": {...}}` (a few seconds)."""
+    peaks: dict[str, dict[str, float]] = {}
+    cpu = torch.device("cpu")
+    for dtype in CPU_DTYPES:
+        rates: dict[str, float] = {}
+        for backend in CPU_BACKENDS:
+            if _kernel(backend) is None:
+                continue
+            probe = measure_matmul_tflops(cpu, dtype, 0.05, PROBE_SIZE, backend)
+            rates[backend] = (
+                probe
+                if probe < SLOW_TFLOPS
+                else measure_matmul_tflops(cpu, dtype, seconds, PEAK_SIZE, backend)
+            )
+        peaks[_dtype_name(dtype)] = rates
+    return peaks
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def cpu_key(threads: int) -> str:
+    """The cache key of a CPU measurement: model string, kernel-relevant flags, torch, threads."""
+    return (
+        f"{device_name(torch.device('cpu'))}|flags={','.join(cpu_flags())}"
+        f"|torch={torch.__version__}|threads={threads}|probe=3"
+    )
+
+
+def cpu_flags() -> list[str]:
+    """The instruction-set flags that decide matmul kernels here (AVX2, AVX-512, bf16, AMX)."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
     try:
-        table = json.loads(path.read_text())
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def machine_peaks(threads: int, refresh: bool = False) -> dict[str, dict[str, float]]:
+    """`measure_cpu_peaks` for this CPU and thread count, cached in `peak_flops.json` (measured
+    once; `refresh` re-measures, e.g. after a measurement on a busy machine read too low)."""
+    key = cpu_key(threads)
+    table = _read_cache()
+    if key in table and not refresh and isinstance(table[key], dict):
+        return table[key]
+    log.info("measuring this CPU's matmul peaks for MFU and dtype=auto (once per machine)...")
+    peaks = measure_cpu_peaks()
+    table[key] = peaks
+    _write_cache(table)
+    return peaks
+
+
+def describe_peaks(peaks: dict[str, dict[str, float]]) -> str:
+    """One line: `peak TFLOP/s (2 threads): float32 mkl 0.19 onednn 0.41 | bfloat16 ...`."""
+    parts = [
+        dtype + " " + " ".join(f"{name} {value:.3g}" for name, value in rates.items())
+        for dtype, rates in peaks.items()
+    ]
+    return " | ".join(parts)
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        return json.loads((cache_dir() / "peak_flops.json").read_text())
     except (OSError, json.JSONDecodeError):
-        table = {}
-    if key in table and not refresh:
-        return float(table[key])
-    log.info("measuring the %s matmul peak for MFU (once per machine)...", str(dtype)[6:])
-    value = measure_matmul_tflops(device, dtype)
-    table[key] = value
+        return {}
+
+
+def _write_cache(table: dict[str, Any]) -> None:
+    path = cache_dir() / "peak_flops.json"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -109,6 +197,25 @@ def peak_tflops(
         tmp.replace(path)
     except OSError:
         log.debug("could not cache the peak in %s", path)
+
+
+def peak_tflops(
+    device: torch.device, dtype: torch.dtype, threads: int, refresh: bool = False
+) -> float:
+    """The MFU denominator: the fastest measured kernel of `dtype` on `device` (cached). On CPU
+    that is the faster of MKL and oneDNN at this thread count; on a GPU, torch.matmul."""
+    if device.type == "cpu":
+        rates = machine_peaks(threads, refresh).get(_dtype_name(dtype))
+        if rates:
+            return max(rates.values())
+    key = f"{device_name(device)}|{device.type}|{dtype}|threads={threads}|torch={torch.__version__}"
+    table = _read_cache()
+    if key in table and not refresh and not isinstance(table[key], dict):
+        return float(table[key])
+    log.info("measuring the %s matmul peak for MFU (once per machine)...", _dtype_name(dtype))
+    value = measure_matmul_tflops(device, dtype)
+    table[key] = value
+    _write_cache(table)
     return value
 
 
@@ -122,6 +229,7 @@ def choose_dtype(device: torch.device, threads: int) -> torch.dtype:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type != "cpu":
         return torch.float32
-    fp32 = peak_tflops(device, torch.float32, threads)
-    bf16 = peak_tflops(device, torch.bfloat16, threads)
+    peaks = machine_peaks(threads)
+    fp32 = max(peaks["float32"].values())
+    bf16 = max(peaks["bfloat16"].values())
     return torch.bfloat16 if bf16 > 1.3 * fp32 else torch.float32
