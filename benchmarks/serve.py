@@ -1,0 +1,250 @@
+"""Serving speed: `lmforge serve` under the `openai` async client at concurrency 1..16, against
+`lmforge generate`'s decode loop (the `Generator`) on the same model, threads and core.
+
+The 6-layer/384-wide GPT (vocab 65, random init, GPT-2 style as benchmarks/generate.py), 32-token
+prompts, exactly `--new-tokens` (128) new tokens per request (`ignore_eos`), greedy. The server
+runs with `threads=1` pinned to one core (`taskset`), the client on another. Per concurrency level:
+aggregate tokens/s (all completion tokens / wall time), time to first token and time per output
+token (p50/p95, from the streamed chunks). Targets: concurrency 8 >= 4x concurrency 1; at
+concurrency 1 the server decodes at >= 85% of the Generator's tokens/s.
+Usage: `python benchmarks/serve.py [--quick] [--server-cpu 0 --client-cpu 1] [--compile]`;
+idle machine. Writes `benchmarks/results/serve.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from results_io import RESULTS, table, write_result
+
+VOCAB_TEXT = "".join(chr(c) for c in range(33, 33 + 64))  # 64 characters + <|endoftext|>
+
+
+def make_run(root: Path, quick: bool) -> Path:
+    import torch
+
+    from lmforge.data.tokenizer import build_char
+    from lmforge.models import GPTConfig, build_model
+    from lmforge.run.rundir import create_run_dir
+
+    size = {"n_layers": 2, "n_heads": 2, "d_model": 64} if quick else {}
+    cfg = GPTConfig(
+        **{"n_layers": 6, "n_heads": 6, "d_model": 384, **size},
+        max_seq_len=256,
+        pos_emb="learned",
+        norm="layernorm",
+        mlp="gelu",
+        bias=True,
+        tie_embeddings=True,
+    )
+    tokenizer = build_char([VOCAB_TEXT], ["<|endoftext|>"])
+    torch.manual_seed(0)
+    model = build_model(cfg, tokenizer.vocab_size).eval()
+    return create_run_dir(root / "run", model, cfg, tokenizer)
+
+
+def prompts(n: int, length: int, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return ["".join(rng.choice(VOCAB_TEXT) for _ in range(length)) for _ in range(n)]
+
+
+def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
+    if cpu is None or shutil.which("taskset") is None:
+        return cmd
+    return ["taskset", "-c", str(cpu), *cmd]
+
+
+def start_server(run: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "lmforge", "serve", str(run), "port=0", "threads=1"]
+    cmd += ["max_batch=16", "max_queue=256", f"compile={str(args.compile).lower()}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        pinned(args.server_cpu, cmd), env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        found = re.search(r"on (http://[\d.]+:\d+)", line)
+        if found:
+            url = found.group(1)
+            break
+    else:
+        raise RuntimeError("the server exited before listening")
+    import httpx2 as httpx
+
+    for _ in range(6000):  # compile=true may take minutes
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("the server never became healthy")
+
+
+async def one_request(client: Any, prompt: str, new_tokens: int) -> dict[str, float]:
+    start = time.perf_counter()
+    first = None
+    stream = await client.completions.create(
+        model="run",
+        prompt=prompt,
+        max_tokens=new_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    tokens = 0
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].text and first is None:
+            first = time.perf_counter()
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    end = time.perf_counter()
+    assert tokens == new_tokens, f"asked {new_tokens} tokens, got {tokens}"
+    first = first or end
+    return {"ttft": first - start, "tpot": (end - first) / max(tokens - 1, 1), "tokens": tokens}
+
+
+async def level(url: str, concurrency: int, todo: list[str], new_tokens: int) -> dict[str, Any]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+    queue = list(todo)
+    results: list[dict[str, float]] = []
+
+    async def worker() -> None:
+        while queue:
+            results.append(await one_request(client, queue.pop(), new_tokens))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    await client.close()
+    ttft = sorted(r["ttft"] for r in results)
+    tpot = sorted(r["tpot"] for r in results)
+    return {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "tokens_per_s": sum(r["tokens"] for r in results) / wall,
+        "ttft_p50_ms": 1e3 * statistics.median(ttft),
+        "ttft_p95_ms": 1e3 * ttft[min(len(ttft) - 1, int(0.95 * len(ttft)))],
+        "tpot_p50_ms": 1e3 * statistics.median(tpot),
+        "tpot_p95_ms": 1e3 * tpot[min(len(tpot) - 1, int(0.95 * len(tpot)))],
+    }
+
+
+def generator_speed(run: Path, args: argparse.Namespace) -> dict[str, float]:
+    """`lmforge generate`'s loop on the server's core, in a process of its own."""
+    cmd = [sys.executable, __file__, "--generator-only", str(run)]
+    cmd += ["--new-tokens", str(args.new_tokens), "--prompt-tokens", str(args.prompt_tokens)]
+    if args.compile:
+        cmd.append("--compile")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(pinned(args.server_cpu, cmd), env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def generator_only(args: argparse.Namespace) -> None:
+    import torch
+
+    from lmforge.infer.generator import GenerationParams, Generator
+    from lmforge.run.rundir import load_run
+
+    torch.set_num_threads(1)
+    loaded = load_run(args.generator_only)
+    gen = Generator(loaded.model, loaded.tokenizer, compile=args.compile)
+    params = GenerationParams(max_new_tokens=args.new_tokens, temperature=0.0)  # no stop id
+    ids = loaded.tokenizer.encode(prompts(1, args.prompt_tokens, seed=1)[0])
+    gen.generate([ids], params)  # warm-up (and the compile, when asked)
+    runs = []
+    for _ in range(3):
+        job = gen.start([ids], params)
+        for _ in job:
+            pass
+        runs.append(job.stats)
+    best = max(runs, key=lambda s: s.decode_tokens_per_s)
+    total = best.new_tokens / best.total_s
+    print(json.dumps({"decode_tokens_per_s": best.decode_tokens_per_s, "tokens_per_s": total}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, levels 1 and 2")
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--levels", default="1,2,4,8,16")
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "serve.json")
+    parser.add_argument("--generator-only", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.generator_only:
+        generator_only(args)
+        return
+    levels = [1, 2] if args.quick else [int(x) for x in args.levels.split(",")]
+    if args.quick:
+        args.new_tokens = min(args.new_tokens, 16)
+    if hasattr(os, "sched_setaffinity") and args.client_cpu is not None:
+        os.sched_setaffinity(0, {args.client_cpu})
+    with tempfile.TemporaryDirectory() as tmp:
+        run = make_run(Path(tmp), args.quick)
+        generate = generator_speed(run, args)
+        proc, url = start_server(run, args)
+        try:
+            rows = []
+            for c in levels:
+                todo = prompts(max(2 * c, 4), args.prompt_tokens, seed=c)
+                asyncio.run(level(url, c, todo[:c], args.new_tokens))  # warm-up
+                rows.append(asyncio.run(level(url, c, todo, args.new_tokens)))
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    base = rows[0]["tokens_per_s"]
+    for row in rows:
+        row["speedup"] = row["tokens_per_s"] / base
+    server_decode = 1e3 / rows[0]["tpot_p50_ms"]
+    summary = {
+        "generate_decode_tokens_per_s": generate["decode_tokens_per_s"],
+        "server_decode_tokens_per_s_at_1": server_decode,
+        "server_vs_generate": server_decode / generate["decode_tokens_per_s"],
+        "mode": "compiled" if args.compile else "eager",
+        "model": "quick" if args.quick else "6 layers, 384 wide, vocab 65",
+        "new_tokens": args.new_tokens,
+        "prompt_tokens": args.prompt_tokens,
+    }
+    columns = [
+        ["concurrency", "concurrency", ""],
+        ["requests", "requests", ""],
+        ["tokens/s", "tokens_per_s", ".1f"],
+        ["x conc. 1", "speedup", ".2f"],
+        ["TTFT p50 ms", "ttft_p50_ms", ".0f"],
+        ["TTFT p95 ms", "ttft_p95_ms", ".0f"],
+        ["TPOT p50 ms", "tpot_p50_ms", ".1f"],
+        ["TPOT p95 ms", "tpot_p95_ms", ".1f"],
+    ]
+    payload = {**summary, "tables": {"serve": table(columns, rows)}}
+    write_result(args.out, payload, threads=1)
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
