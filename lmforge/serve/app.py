@@ -173,6 +173,20 @@ def create_app(
         ids = s.tokenizer.encode(text)
         return {"tokens": ids, "count": len(ids), "max_model_len": s.context, "prompt": text}
 
+    @app.get("/tokenizer_info", dependencies=guarded, tags=["tokenizer"])
+    def tokenizer_info() -> dict[str, Any]:
+        """What lm-eval's remote tokenizer (and vLLM's route of this name) reports."""
+        s = served()
+        return {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": s.tokenizer.decode([s.tokenizer.eot_id]),
+            "bos_token": None,
+            "pad_token": None,
+            "chat_template": s.template.source,
+            "model_max_length": s.context,
+            "vocab_size": s.tokenizer.vocab_size,
+        }
+
     @app.post("/detokenize", dependencies=guarded, tags=["tokenizer"])
     def detokenize(body: DetokenizeRequest) -> dict[str, Any]:
         s = served()

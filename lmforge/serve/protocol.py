@@ -160,6 +160,9 @@ class TokenizeRequest(BaseModel):
     content: str | None = None
     messages: list[ChatMessage] | None = None
     add_generation_prompt: bool = True
+    add_special_tokens: bool = Field(
+        False, description="accepted for vLLM compatibility; lmforge tokenizers add none"
+    )
 
 
 class DetokenizeRequest(BaseModel):
