@@ -116,12 +116,20 @@ def _resume_session(cli_config: TrainConfig, out: Path) -> Session:
     if state.get("finished") and _budget_spent(config, state):
         session.finished_message = (
             f"{out} already finished at step {state['step']}; nothing to do (to train longer, "
-            f"resume with a larger train.max_steps or train.max_time)"
+            + (
+                "resume with a larger eval.patience: it stopped early)"
+                if state.get("stopped") == "patience"
+                else "resume with a larger train.max_steps or train.max_time)"
+            )
         )
     return session
 
 
 def _budget_spent(config: TrainConfig, state: dict[str, Any]) -> bool:
+    if state.get("stopped") == "patience":
+        # Early-stopped: resuming stops again at once unless eval.patience was raised (or unset).
+        patience = config.eval.patience
+        return patience is not None and state.get("evals_since_best", 0) >= patience
     if config.max_steps is not None and state["step"] >= config.max_steps:
         return True
     max_time = config.train.max_time

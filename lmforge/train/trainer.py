@@ -15,6 +15,7 @@ import math
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,7 +37,13 @@ from lmforge.train.metrics import (
     plot_losses,
     truncate_metrics,
 )
-from lmforge.train.peak import peak_tflops
+from lmforge.train.peak import (
+    cpu_flags,
+    describe_peaks,
+    device_name,
+    machine_peaks,
+    peak_tflops,
+)
 from lmforge.train.schedule import lr_factor, set_lr
 from lmforge.train.session import Session, prepare_out_dir, resolve_session
 from lmforge.train.setup import build_components
@@ -443,6 +450,17 @@ def run(config: TrainConfig, flags: Flags) -> int:
         dist_utils.shutdown(env)
 
 
+def _machine_picture(trainer: Trainer) -> dict[str, Any]:
+    """The CPU's measured matmul peaks (cached per CPU), logged in one line and kept in
+    run_info.json, so a run's MFU can be read against what this machine can do."""
+    if trainer.device.type != "cpu" or trainer.config.train.peak_tflops is not None:
+        return {}
+    threads = torch.get_num_threads()
+    peaks = machine_peaks(threads)
+    log.info("peak TFLOP/s (%d threads): %s", threads, describe_peaks(peaks))
+    return {"cpu": {"model": device_name(trainer.device), "flags": cpu_flags()}, "peaks": peaks}
+
+
 def _write_run_files(trainer: Trainer, session: Session, flags: Flags) -> None:
     out = session.out
     save_config(trainer.config, out / rundir.CONFIG_FILE)
@@ -455,6 +473,7 @@ def _write_run_files(trainer: Trainer, session: Session, flags: Flags) -> None:
     }
     if session.resume_dir is not None:
         extra["resumed_from"] = session.resume_dir.name
+    extra.update(_machine_picture(trainer))
     rundir.write_run_info(out, flags.argv or None, str(trainer.device), extra)
     log.info(
         "%s %s: %s parameters, %d tokens/step (%d micro-steps of %dx%d x %d ranks), data %s",

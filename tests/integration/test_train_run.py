@@ -146,3 +146,28 @@ def test_init_from_continues_pretraining(data, tmp_path):
     assert loaded.model_config.n_layers == 2
     fresh_first = train_losses(base)[1]
     assert train_losses(tmp_path / "cont")[1] < fresh_first - 0.2
+
+
+def test_the_machine_picture_is_logged_and_recorded(data, tmp_path, monkeypatch, caplog):
+    """Without train.peak_tflops, every matmul kernel's peak is measured (once per CPU, cached),
+    printed in one line at start-up and kept in run_info.json beside the CPU's flags."""
+    from lmforge.train import peak
+
+    monkeypatch.setenv("LMFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(peak, "PEAK_SIZE", 256)  # a small matmul keeps the test quick
+    out = tmp_path / "run"
+    cfg = train_config(data, out, train__max_steps=2)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"peak_tflops": None})})
+    with caplog.at_level("INFO"):
+        assert run(cfg, Flags()) == 0
+    info = json.loads((out / "run_info.json").read_text())
+    assert set(info["peaks"]) == {"float32", "bfloat16"} and info["peaks"]["float32"]["mkl"] > 0
+    assert "flags" in info["cpu"] and info["cpu"]["model"]
+    lines = [r.getMessage() for r in caplog.records if "peak TFLOP/s" in r.getMessage()]
+    assert len(lines) == 1 and "float32 mkl" in lines[0]
+    rows = [r for r in read_rows(out) if "mfu" in r]
+    fastest = max(info["peaks"]["float32"].values())  # MFU's denominator: the fastest kernel
+    per_token = load_run(out).model.flops_per_token(cfg.seq_len)
+    assert rows
+    for r in rows:
+        assert r["mfu"] == pytest.approx(per_token * r["tokens_per_s"] / (fastest * 1e12))
