@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -88,6 +90,14 @@ class Muon(torch.optim.Optimizer):
     Newton-Schulz steps, decoupled weight decay) with the `match_rms_adamw` scale (0.2 *
     sqrt(max(rows, cols))), but runs the iteration in `ns_dtype`: torch's fixed bf16 is a
     bottleneck on CPUs without native bf16 arithmetic.
+
+    Under FSDP2 the parameters, gradients and momentum buffers are row shards (DTensors). The
+    momentum and Nesterov steps are elementwise, so each rank does them on its shard; the
+    Newton-Schulz iteration needs whole matrices, so each rank all-gathers the updates of its
+    matrices (one collective per shape), orthogonalises them all, and keeps the rows of its own
+    shard ("Distributed Muon", Liu et al. 2025). Every rank computes the same full update, so the
+    step equals the single-process one; the cost is one all-gather of the updates per step and
+    the Newton-Schulz work repeated on every rank.
     """
 
     def __init__(
@@ -107,25 +117,98 @@ class Muon(torch.optim.Optimizer):
     def step(self, closure=None) -> None:  # noqa: ANN001 - torch's signature
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
-            by_shape: dict[torch.Size, list[tuple[nn.Parameter, torch.Tensor]]] = {}
+            # Matrices of one shape (and one sharding) are orthogonalised in one batched
+            # iteration: many small matmuls are slow on CPU, and under FSDP one all-gather
+            # fetches them all.
+            by_shape: dict[tuple[Any, ...], list[tuple[nn.Parameter, torch.Tensor]]] = {}
             for param in group["params"]:
                 if param.grad is None:
                     continue
                 state = self.state[param]
                 if "momentum_buffer" not in state:
+                    # Like the parameter: a DTensor under FSDP, so checkpoints save it sharded.
                     state["momentum_buffer"] = torch.zeros_like(param)
-                buf = state["momentum_buffer"]
-                buf.lerp_(param.grad, 1 - momentum)
-                update = param.grad.lerp(buf, momentum)  # Nesterov
-                by_shape.setdefault(param.shape, []).append((param, update))
-            for shape, items in by_shape.items():
-                # One batched iteration per shape: many small matmuls are slow on CPU.
-                updates = torch.stack([u for _, u in items]).to(self.ns_dtype)
-                ortho = orthogonalize(updates, self.ns_steps)
+                buf, grad = _local(state["momentum_buffer"]), _local(param.grad)
+                buf.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buf, momentum)  # Nesterov
+                by_shape.setdefault((param.shape, *_layout(param)), []).append((param, update))
+            for (shape, *layout), items in by_shape.items():
+                local = torch.stack([u for _, u in items]).to(self.ns_dtype)
+                full = orthogonalize(_gather(local, shape, layout), self.ns_steps)
+                ortho = _shard_of(full, layout)  # this rank's rows of each orthogonal update
                 scale = 0.2 * math.sqrt(max(shape[0], shape[1]))
                 for (param, _), o in zip(items, ortho, strict=True):
-                    param.mul_(1 - lr * group["weight_decay"])
-                    param.add_(o.to(param.dtype), alpha=-lr * scale)
+                    weights = _local(param)
+                    weights.mul_(1 - lr * group["weight_decay"])
+                    weights.add_(o.to(weights.dtype), alpha=-lr * scale)
+
+
+def _dtensor_class() -> type | None:
+    # Nothing can be a DTensor before torch.distributed.tensor is imported (FSDP2 imports it),
+    # and a single-process run should not pay for importing it.
+    module = sys.modules.get("torch.distributed.tensor")
+    return module.DTensor if module is not None else None
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (the same storage: in-place ops update the DTensor), or
+    `tensor` itself when it is a plain tensor."""
+    dtensor = _dtensor_class()
+    return tensor.to_local() if dtensor is not None and isinstance(tensor, dtensor) else tensor
+
+
+def _layout(param: torch.Tensor) -> tuple[Any, ...]:
+    """(device mesh, placements) of a DTensor parameter; () for a plain one."""
+    dtensor = _dtensor_class()
+    if dtensor is None or not isinstance(param, dtensor):
+        return ()
+    return (param.device_mesh, tuple(param.placements))
+
+
+def _stacked_placements(placements: tuple[Any, ...]) -> list[Any]:
+    """The placements of a stack of matrices laid out like one: Shard(d) becomes Shard(d + 1)."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    out = []
+    for placement in placements:
+        # _StridedShard (tensor parallel + FSDP) subclasses Shard but is laid out differently.
+        if type(placement) is Shard:
+            out.append(Shard(placement.dim + 1))
+        elif isinstance(placement, Replicate):
+            out.append(placement)
+        else:
+            raise NotImplementedError(f"Muon cannot gather parameters placed as {placement}")
+    return out
+
+
+def _gather(local: torch.Tensor, shape: torch.Size, layout: list[Any]) -> torch.Tensor:
+    """The full (k, rows, cols) stack from this rank's shards of it (collective under FSDP)."""
+    if not layout:
+        return local
+    from torch.distributed.tensor import DTensor
+
+    mesh, placements = layout
+    full_shape = (local.size(0), *shape)
+    stacked = DTensor.from_local(
+        local,
+        mesh,
+        _stacked_placements(placements),
+        run_check=False,
+        shape=torch.Size(full_shape),
+        stride=torch.empty(full_shape, device="meta").stride(),
+    )
+    return stacked.full_tensor()
+
+
+def _shard_of(full: torch.Tensor, layout: list[Any]) -> torch.Tensor:
+    """This rank's shards of a full (k, rows, cols) stack, sliced locally (no communication)."""
+    if not layout:
+        return full
+    from torch.distributed.tensor import distribute_tensor
+
+    mesh, placements = layout
+    sharded = distribute_tensor(full, mesh, _stacked_placements(placements), src_data_rank=None)
+    return sharded.to_local()
 
 
 def orthogonalize(grad: torch.Tensor, steps: int = 5) -> torch.Tensor:
@@ -174,6 +257,11 @@ class MuonAdamW:
     def step(self, closure=None) -> None:  # noqa: ANN001 - torch's signature
         for opt in self.optimizers:
             opt.step()
+
+    def __iter__(self) -> Iterator[torch.optim.Optimizer]:
+        """Its optimizers. `torch.distributed.checkpoint.state_dict` takes an iterable of
+        optimizers, so FSDP checkpoints save (sharded) and load MuonAdamW like one optimizer."""
+        return iter(self.optimizers)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in self.optimizers:

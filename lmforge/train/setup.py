@@ -48,7 +48,6 @@ def build_components(session: Session, env: DistEnv, device: torch.device) -> Co
     seed_everything(config.seed)
     model, config = _build_model(config, data, session)
     _check_context(config, model)
-    _check_parallel(config, env)
     if session.resume_dir is not None:
         restore_model_weights(model, session.resume_dir)
     model.to(device).train()
@@ -108,14 +107,6 @@ def _check_context(config: TrainConfig, model: nn.Module) -> None:
         raise ConfigError(
             f"train.seq_len={config.seq_len} exceeds the model's context "
             f"(model.max_seq_len={context}); lower train.seq_len or raise model.max_seq_len"
-        )
-
-
-def _check_parallel(config: TrainConfig, env: DistEnv) -> None:
-    if env.enabled and config.train.parallel == "fsdp" and config.optim.name == "muon":
-        raise ConfigError(
-            "optim.name=muon needs whole matrices and cannot run under train.parallel=fsdp; "
-            "use optim.name=adamw or train.parallel=ddp"
         )
 
 
