@@ -5,11 +5,27 @@ chunks are grouped into tasks of about `task_chars` characters, and tasks run in
 processes (one tokenizer thread each) or in-process when `workers == 1`. Results are written in
 task order, so the output never depends on scheduling. At most `2 * workers` tasks are in flight:
 that, not the corpus size, bounds memory.
+
+Per-document Python work is what limits corpora of short documents, so a task is encoded as few
+texts as possible: consecutive documents of one split are joined with the literal end-of-text
+token between them, which `tokenizers` splits out before anything else sees the text, giving the
+very ids of encoding each document alone and appending the end-of-text id
+(`Tokenizer.joins_documents` says when that holds). A task comes back as one id array per run of
+one split; char and byte tokenizers encode with a numpy lookup (`vectorised.py`). Ids become
+numpy arrays in C (`np.asarray` over the id list), and shards are written with one `write` per
+array, so no Python code runs per token.
+
+Processes, not `tokenizers`' own Rust threads (`encode_batch`): measured on 2 cores both ran
+within noise of each other, and processes make `workers` mean exactly that many cores (each
+worker sets `TOKENIZERS_PARALLELISM=false`; rayon's pool size is fixed at its first use, so
+`RAYON_NUM_THREADS` cannot be changed per call) and convert ids to arrays in parallel too. Spawned,
+never forked: a fork after `tokenizers` used its thread pool disables parallelism in the child.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections import deque
@@ -22,13 +38,13 @@ from multiprocessing.pool import AsyncResult, Pool
 import numpy as np
 
 from lmforge.data.shards import SplitWriter
-from lmforge.data.tokenizer import Tokenizer, split_for_encoding
+from lmforge.data.tokenizer import EOT, Tokenizer, split_for_encoding
 from lmforge.errors import DataError
 
 log = logging.getLogger(__name__)
 
 CHUNK_CHARS = 1 << 16
-TASK_CHARS = 1 << 18
+TASK_CHARS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,7 @@ def chunk_documents(
 
 
 def group_tasks(chunks: Iterable[Chunk], task_chars: int | None = None) -> Iterator[list[Chunk]]:
+    """Consecutive chunks in groups of about `task_chars` characters."""
     task_chars = task_chars or TASK_CHARS
     task: list[Chunk] = []
     size = 0
@@ -71,6 +88,28 @@ def group_tasks(chunks: Iterable[Chunk], task_chars: int | None = None) -> Itera
         yield task
 
 
+def plan_texts(task: list[Chunk], join: bool, eot_text: str) -> list[tuple[str, str, bool]]:
+    """(split, text, append end-of-text id) pieces to encode for `task`, in order.
+
+    Joined: one text per run of consecutive same-split chunks, the end-of-text token written
+    into the text after each document. Not joined: one text per chunk.
+    """
+    if not join:
+        return [(c.split, c.text, c.last) for c in task]
+    runs: list[tuple[str, str, bool]] = []
+    parts: list[str] = []
+    split = task[0].split
+    for chunk in task:
+        if chunk.split != split:
+            runs.append((split, "".join(parts), False))
+            parts, split = [], chunk.split
+        parts.append(chunk.text)
+        if chunk.last:
+            parts.append(eot_text)
+    runs.append((split, "".join(parts), False))
+    return runs
+
+
 # -- worker side ---------------------------------------------------------------------------------
 
 _WORKER: tuple[Tokenizer, np.dtype] | None = None
@@ -78,17 +117,29 @@ _WORKER: tuple[Tokenizer, np.dtype] | None = None
 
 def _init_worker(tokenizer_json: str, kind: str, dtype: str) -> None:
     global _WORKER
+    # One thread per worker process: `workers` is the number of cores used.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _WORKER = (Tokenizer.from_str(tokenizer_json, kind), np.dtype(dtype))
 
 
-def _encode_task(texts: list[str]) -> list[np.ndarray]:
+def _encode_task(texts: list[str], eots: list[bool]) -> list[np.ndarray]:
     assert _WORKER is not None, "worker not initialised"
-    return encode_texts(_WORKER[0], texts, _WORKER[1])
+    return encode_texts(_WORKER[0], texts, eots, _WORKER[1])
 
 
-def encode_texts(tokenizer: Tokenizer, texts: list[str], dtype: np.dtype) -> list[np.ndarray]:
-    # One text per call keeps `tokenizers` on a single thread, so `workers` means what it says.
-    return [np.asarray(tokenizer.encode(text), dtype=dtype) for text in texts]
+def encode_texts(
+    tokenizer: Tokenizer, texts: list[str], eots: list[bool], dtype: np.dtype
+) -> list[np.ndarray]:
+    """Ids of each text as `dtype`, with the end-of-text id appended where `eots` says."""
+    # One text per call keeps `tokenizers` on a single thread, so `workers` means what it says;
+    # with joined documents a task is only a few texts.
+    out = []
+    for text, eot in zip(texts, eots, strict=True):
+        ids = tokenizer.encode_array(text)
+        if eot:
+            ids = np.append(ids, np.uint32(tokenizer.eot_id))
+        out.append(ids.astype(dtype, copy=False))
+    return out
 
 
 # -- driver side ---------------------------------------------------------------------------------
@@ -101,48 +152,47 @@ def encode_to_shards(
     workers: int,
     unknown: str = "unk",
     on_progress: Callable[[int], None] | None = None,
+    task_chars: int | None = None,
 ) -> EncodeStats:
     """Tokenise `chunks` into `writers` (by split), an end-of-text token after each document."""
     dtype = next(iter(writers.values())).dtype
     stats = EncodeStats()
-    eot = np.asarray([tokenizer.eot_id], dtype=dtype)
     unk_id = tokenizer.unk_id
+    join = tokenizer.joins_documents
 
-    def write(task: list[Chunk], arrays: list[np.ndarray]) -> None:
-        pieces: dict[str, list[np.ndarray]] = {split: [] for split in writers}
-        for chunk, ids in zip(task, arrays, strict=True):
-            if unk_id is not None:
-                missing = int(np.count_nonzero(ids == unk_id))
-                if missing and unknown == "error":
-                    raise DataError(_unknown_message(tokenizer, chunk))
-                stats.unknown += missing
-            pieces[chunk.split].append(ids)
-            stats.chars += len(chunk.text)
-            if chunk.last:
-                pieces[chunk.split].append(eot)
-                stats.documents += 1
-        # One write per split per task: many short documents would otherwise mean many syscalls.
-        for split, arrays_of_split in pieces.items():
-            if arrays_of_split:
-                writers[split].write(np.concatenate(arrays_of_split))
+    def submit(task: list[Chunk]) -> tuple[list[Chunk], list[str], list[str], list[bool]]:
+        pieces = plan_texts(task, join, EOT)
+        return task, [p[0] for p in pieces], [p[1] for p in pieces], [p[2] for p in pieces]
+
+    def write(task: list[Chunk], splits: list[str], arrays: list[np.ndarray]) -> None:
+        if unk_id is not None:
+            missing = sum(int(np.count_nonzero(ids == unk_id)) for ids in arrays)
+            if missing and unknown == "error":
+                raise DataError(_unknown_message(tokenizer, task))
+            stats.unknown += missing
+        for split, ids in zip(splits, arrays, strict=True):
+            writers[split].write(ids)
+        chars = sum(len(c.text) for c in task)
+        stats.chars += chars
+        stats.documents += sum(c.last for c in task)
         if on_progress:
-            on_progress(sum(len(c.text) for c in task))
+            on_progress(chars)
 
-    tasks = group_tasks(chunks)
+    tasks = (submit(task) for task in group_tasks(chunks, task_chars))
     if workers <= 1:
-        for task in tasks:
-            write(task, encode_texts(tokenizer, [c.text for c in task], dtype))
+        for task, splits, texts, eots in tasks:
+            write(task, splits, encode_texts(tokenizer, texts, eots, dtype))
         return stats
     with _spawn_pool(workers, (tokenizer.to_str(), tokenizer.kind, dtype.str)) as pool:
-        pending: deque[tuple[list[Chunk], AsyncResult]] = deque()
-        for task in tasks:
-            pending.append((task, pool.apply_async(_encode_task, ([c.text for c in task],))))
+        pending: deque[tuple[list[Chunk], list[str], AsyncResult]] = deque()
+        for task, splits, texts, eots in tasks:
+            pending.append((task, splits, pool.apply_async(_encode_task, (texts, eots))))
             if len(pending) >= 2 * workers:
-                done_task, result = pending.popleft()
-                write(done_task, result.get())
+                done, done_splits, result = pending.popleft()
+                write(done, done_splits, result.get())
         while pending:
-            done_task, result = pending.popleft()
-            write(done_task, result.get())
+            done, done_splits, result = pending.popleft()
+            write(done, done_splits, result.get())
     return stats
 
 
@@ -179,7 +229,9 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _unknown_message(tokenizer: Tokenizer, chunk: Chunk) -> str:
+def _unknown_message(tokenizer: Tokenizer, task: list[Chunk]) -> str:
+    # Only on the error path: find the first chunk of the task that holds an unknown character.
+    chunk = next(c for c in task if tokenizer.unk_id in tokenizer.encode_array(c.text))
     chars = sorted({c for c in chunk.text if tokenizer.token_to_id(c) is None})
     shown = ", ".join(repr(c) for c in chars[:5])
     return (

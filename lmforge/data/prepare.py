@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -211,7 +211,10 @@ def _build(
     start = time.perf_counter()
     with progress_bar() as progress:
         progress.add_task(f"building {cfg.tokenizer.kind} tokenizer", total=None)
-        tokenizer = build_tokenizer(cfg.tokenizer, _spool_texts(spool.path))
+        texts = _spool_texts(spool.path)
+        if cfg.tokenizer.kind == "bpe":
+            texts = training_sample(texts, spool.bytes, cfg.tokenizer.train_bytes, cfg.split.seed)
+        tokenizer = build_tokenizer(cfg.tokenizer, texts)
     tokenizer.save(tmp / "tokenizer.json")
     timings["tokenizer_s"] = time.perf_counter() - start
 
@@ -297,6 +300,31 @@ def _spool_texts(path: Path) -> Iterator[str]:
     # Chunked like tokenisation: BPE training then sees the same pre-tokens with bounded strings.
     for _, text in read_spool(path):
         yield from split_for_encoding(text, encode.CHUNK_CHARS)
+
+
+def training_sample(
+    texts: Iterable[str], total_bytes: int, budget: int, seed: int
+) -> Iterator[str]:
+    """A seeded sample of `texts` (spool chunks) of at most `budget` UTF-8 bytes, for BPE.
+
+    Everything when the corpus fits; else each chunk is kept with probability budget/total,
+    drawn in spool order from `seed`, until the budget is spent. It runs in the driver on the
+    spool, so the sample is the same for any number of workers and any executor.
+    """
+    if total_bytes <= budget:
+        yield from texts
+        return
+    keep = budget / total_bytes
+    rng = np.random.default_rng(seed)
+    used = 0
+    for text in texts:
+        if rng.random() >= keep:
+            continue
+        size = len(text.encode("utf-8"))
+        if used + size > budget:
+            continue  # a smaller chunk later may still fit
+        used += size
+        yield text
 
 
 def plan_split(num_docs: int, val_fraction: float, seed: int) -> np.ndarray:
@@ -437,6 +465,6 @@ VERB = Verb(
     config=PrepareConfig,
     run=run,
     positionals=("source*",),
-    usage="lmforge prepare [RECIPE.toml] [SOURCE ...] [key=value ...] [--overwrite]",
+    usage="lmforge prepare [RECIPE] [SOURCE ...] [key=value ...] [--overwrite]",
     flags=("--overwrite", "--debug", "--help"),
 )

@@ -13,7 +13,14 @@ import tokenizers
 
 from lmforge.config import build_config
 from lmforge.data import encode
-from lmforge.data.prepare import PrepareConfig, default_out, format_report, plan_split, prepare
+from lmforge.data.prepare import (
+    PrepareConfig,
+    default_out,
+    format_report,
+    plan_split,
+    prepare,
+    training_sample,
+)
 from lmforge.data.reader import DataDir
 from lmforge.data.shards import SplitWriter
 from lmforge.errors import ConfigError, DataError
@@ -218,3 +225,24 @@ def test_default_out_names():
     assert default_out(["corpus/*.txt"]) == "data/corpus"
     assert default_out(["url:https://h/x/books.jsonl.gz#sha256=" + "0" * 64]) == "data/books"
     assert default_out([os.path.join("a", "b", "notes.md")]) == "data/notes"
+
+
+def test_bpe_trains_on_a_seeded_bounded_sample(tmp_path):
+    texts = [f"text number {i} " * (i % 7 + 1) for i in range(400)]
+    total = sum(len(t.encode()) for t in texts)
+    assert list(training_sample(iter(texts), total, total, seed=1)) == texts  # it all fits
+    sample = list(training_sample(iter(texts), total, total // 4, seed=1))
+    assert sample == list(training_sample(iter(texts), total, total // 4, seed=1))
+    assert sample != list(training_sample(iter(texts), total, total // 4, seed=2))
+    assert total // 8 < sum(len(t.encode()) for t in sample) <= total // 4
+    assert set(sample) < set(texts)
+    # Through prepare: a budget below the corpus trains on a sample, the same for any workers.
+    src = _write_corpus(tmp_path / "src", num_docs=40)
+    outs = [
+        prepare(_cfg(source=str(src), out=str(tmp_path / f"w{w}"), workers=w,
+                     tokenizer={"kind": "bpe", "vocab_size": 300, "train_bytes": 2000}))
+        for w in (1, 2)
+    ]  # fmt: skip
+    full = prepare(_cfg(source=str(src), out=str(tmp_path / "full")))
+    tokenizers_json = [(r.out / "tokenizer.json").read_bytes() for r in (*outs, full)]
+    assert tokenizers_json[0] == tokenizers_json[1] != tokenizers_json[2]
