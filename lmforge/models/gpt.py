@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.errors import ConfigError
 from lmforge.models.config import GPTConfig
 from lmforge.models.layers import (
     apply_rope,
@@ -432,7 +431,7 @@ class GPT(nn.Module):
             return
         (B, T), used = tokens.shape, cache.length
         if B != cache.batch_size or used + T > cache.max_len:
-            raise ConfigError(
+            raise ValueError(
                 f"cache holds {cache.batch_size} rows x {cache.max_len} slots with "
                 f"{used} used; cannot add {B} rows x {T} tokens (init_cache a larger one)"
             )
@@ -441,12 +440,12 @@ class GPT(nn.Module):
         """Raise if a row's last position `last` is beyond the model's position range."""
         limit = self.config.max_seq_len
         if last >= limit and cache is None:
-            raise ConfigError(
+            raise ValueError(
                 f"sequence of {last + 1} tokens exceeds model.max_seq_len={limit}; "
                 "use shorter sequences or a model with a larger max_seq_len"
             )
         if last >= limit:
-            raise ConfigError(
+            raise ValueError(
                 f"a row reached position {last} but model.max_seq_len={limit}; "
                 "generate fewer tokens or use shorter prompts"
             )

@@ -55,7 +55,7 @@ class LanguageModel(Protocol):
 def build_model(cfg: GPTConfig | LSTMConfig, vocab_size: int) -> nn.Module:
     """A freshly initialised model of `cfg.kind` for a vocabulary of `vocab_size` tokens."""
     if vocab_size < 1:
-        raise ConfigError(f"vocab_size={vocab_size} must be >= 1; check the data dir's meta.json")
+        raise ValueError(f"vocab_size={vocab_size} must be >= 1; check the data dir's meta.json")
     return _REGISTRY[cfg.kind](cfg, vocab_size)
 
 

@@ -133,17 +133,17 @@ def test_cache_reorder_selects_rows():
 
 def test_too_long_inputs_are_config_errors():
     model = make()
-    with pytest.raises(ConfigError, match="max_seq_len"):
+    with pytest.raises(ValueError, match="max_seq_len"):
         model(torch.zeros(1, 17, dtype=torch.long))
     cache = model.init_cache(1, max_len=4)
-    with pytest.raises(ConfigError, match="init_cache"):
+    with pytest.raises(ValueError, match="init_cache"):
         model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
     # Pads take cache slots but not positions: 10 pads + 16 real tokens fit; a 17th does not.
     cache = model.init_cache(1, max_len=40)
     pads = torch.arange(16) < 10
     model(torch.zeros(1, 16, dtype=torch.long), cache=cache, pad_mask=pads[None])
     model(torch.zeros(1, 10, dtype=torch.long), cache=cache)
-    with pytest.raises(ConfigError, match="position 16"):
+    with pytest.raises(ValueError, match="position 16"):
         model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
 
 

@@ -64,7 +64,7 @@ def test_build_model_picks_the_kind():
     assert isinstance(build_model(CONFIGS[0], VOCAB), GPT)
     assert isinstance(build_model(CONFIGS[2], VOCAB), LSTMLanguageModel)
     assert build_model(CONFIGS[0], VOCAB).vocab_size == VOCAB
-    with pytest.raises(ConfigError, match="vocab_size"):
+    with pytest.raises(ValueError, match="vocab_size"):
         build_model(CONFIGS[0], 0)
 
 
