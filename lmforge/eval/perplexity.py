@@ -124,6 +124,12 @@ def evaluate_intrinsic(run: LoadedRun, cfg: EvalConfig) -> dict[str, float | int
     if tokens.numel() < 2:
         raise DataError(f"{source} holds {tokens.numel()} token(s); at least 2 are needed")
     window = cfg.window or getattr(run.model, "max_context", None) or run.config.seq_len
+    context = getattr(run.model, "max_context", None)
+    if context is not None and window > context:
+        raise ConfigError(
+            f"window={window} exceeds the model's context of {context} tokens; set window <= "
+            f"{context}"
+        )
     stride = cfg.stride or max(window // 2, 1)
     if stride > window:
         raise ConfigError(f"stride={stride} exceeds the window of {window} tokens; lower stride")

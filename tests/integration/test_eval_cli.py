@@ -119,3 +119,6 @@ def test_bad_task_file_is_a_one_line_error(workdir, tmp_path, capsys):
     assert "known tasks" in capsys.readouterr().err
     assert main(["finetune", str(workdir / "gpt"), "out=x"]) == 2
     assert "needs task=NAME" in capsys.readouterr().err
+    # A window past the model's context is the user's mistake: one line, not a traceback.
+    assert main(["eval", str(workdir / "gpt"), "window=64"]) == 2
+    assert "window=64 exceeds the model's context of 32 tokens" in capsys.readouterr().err
