@@ -1,14 +1,15 @@
 """`FinetuneConfig`: every key `lmforge finetune` accepts (schema only).
 
 `task` and `decode` are eval's sections (a task is named and pointed at its files the same way for
-both verbs); `classifier` and `sft` hold the training keys of the two kinds of fine-tuning.
+both verbs); `classifier` and `sft` hold the training keys of the two kinds of fine-tuning; `lora`
+turns any of them into LoRA fine-tuning (`lora.rank` set); `qa` picks how a QA task is learned.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lmforge.config import DeviceName, DtypeName, Section
 from lmforge.eval.config import DecodeSection, TaskSection
@@ -46,7 +47,7 @@ class SFTSection(Section):
     weight_decay: float = Field(0.0, ge=0, description="sft: AdamW weight decay")
     batch_size: int = Field(32, ge=1, description="sft: examples per optimizer step")
     # Off by default: grouped batches are less random (on copy_reverse, where length tracks the
-    # kind of example, a 2-layer GPT reached 83% exact match in 800 steps instead of 100%).
+    # kind of example: benchmarks/results/sft_grouping.json, copy_reverse dev exact match).
     group_by_length: bool = Field(
         False,
         description="sft: batch examples of similar length together (far less padding, faster "
@@ -76,6 +77,53 @@ class SFTSection(Section):
     )
 
 
+class LoRASection(Section):
+    """LoRA adapters (Hu et al. 2021) instead of full fine-tuning, when `rank` is set."""
+
+    rank: int | None = Field(
+        None, ge=1, description="adapter rank; unset: full fine-tuning (every weight trains)"
+    )
+    alpha: float | None = Field(None, gt=0, description="adapter scale numerator (default 2*rank)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    targets: list[str] = Field(
+        ["q_proj", "v_proj"],
+        description="linear layers to adapt: names (q_proj, k_proj, v_proj, o_proj, gate_proj, "
+        "up_proj, down_proj) or all-linear",
+    )
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        # `lora.targets=all-linear` and `lora.targets=q_proj,v_proj` arrive as one string.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank is not None
+
+    @property
+    def scale_alpha(self) -> float:
+        """`alpha` resolved (PEFT-style default: twice the rank)."""
+        assert self.rank is not None
+        return self.alpha if self.alpha is not None else 2.0 * self.rank
+
+
+class QASection(Section):
+    """Question answering (squad): generative SFT or an extractive span head."""
+
+    head: Literal["generate", "span"] = Field(
+        "generate",
+        description="generate: SFT writes the answer; span: a start/end head picks it from the "
+        "context (extractive, like BERT readers)",
+    )
+    max_answer_len: int = Field(30, ge=1, description="span: longest answer span, in tokens")
+    stride: int = Field(
+        64, ge=0, description="span: tokens of overlap between windows of a long context"
+    )
+
+
 class FinetuneConfig(Section):
     init: str | None = Field(None, description="run dir to start from (positional)")
     out: str | None = Field(None, description="the new run dir to write")
@@ -87,4 +135,6 @@ class FinetuneConfig(Section):
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
     classifier: ClassifierSection = Field(default_factory=ClassifierSection)
     sft: SFTSection = Field(default_factory=SFTSection)
+    lora: LoRASection = Field(default_factory=LoRASection)
+    qa: QASection = Field(default_factory=QASection)
     decode: DecodeSection = Field(default_factory=DecodeSection)
