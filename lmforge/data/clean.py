@@ -2,9 +2,16 @@
 
 Defaults are lossless: Unicode NFC and removal of invalid control characters (empty documents are
 dropped). Opt-in: NFKC, whitespace normalisation, boilerplate line patterns, the Gopher
-repeated-line filter (Rae et al. 2021), length filters, exact dedup (a 16-byte hash per kept
-document) and near-duplicate removal with MinHash LSH (`datasketch`; about num_perm x 8 bytes
-plus index overhead per kept document, ~2 KB at num_perm=128). Steps see one document at a time.
+repeated-line filter (Rae et al. 2021), length filters, exact dedup and near-duplicate removal
+with MinHash LSH. Steps see one document at a time.
+
+The two dedup steps keep their state in `DigestSet`s: open-addressing tables of 8-byte digests
+that never exceed `clean.dedup_memory_mb` each, so memory does not grow with the corpus. Exact
+dedup stores one digest per kept document (about 16 bytes with the table's slack); near dedup
+stores one per LSH band (`b` bands, 9 at the default threshold 0.8 and 128 permutations: about
+150 bytes per kept document), the same banding `datasketch.MinHashLSH` uses, so the same
+documents are dropped. A full table stops prepare with the number of documents it held and the
+key to raise. 64-bit digests collide with probability ~n^2/2^65 (1e-5 at 20M documents).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from array import array
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,6 +27,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from lmforge.config import Section
+from lmforge.errors import DataError
 
 # C0 controls except tab/LF/VT/FF/CR, DEL, C1 controls except NEL, and the non-characters
 # U+FFFE/U+FFFF: none of them is text, and several break terminals and JSON tools.
@@ -50,6 +59,16 @@ class CleanConfig(Section):
     near_dedup_threshold: float = Field(0.8, description="Jaccard similarity counted as dup")
     near_dedup_num_perm: int = Field(128, description="MinHash permutations")
     near_dedup_ngram: int = Field(5, description="word n-gram size of the MinHash shingles")
+    dedup_memory_mb: int = Field(
+        256, description="memory cap of each dedup index (exact, near) in MB; bounds kept docs"
+    )
+
+    @field_validator("dedup_memory_mb")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be >= 1 (MB per dedup index)")
+        return value
 
     @field_validator("drop_line_patterns")
     @classmethod
@@ -128,15 +147,14 @@ def _build_steps(cfg: CleanConfig) -> list[tuple[str, Step]]:
         steps.append(("repeated_lines", lambda t: None if repeated_line_fraction(t) > limit else t))
     if cfg.min_chars > 0 or cfg.max_chars is not None:
         steps.append(("length", _length_filter(cfg.min_chars, cfg.max_chars)))
+    max_bytes = cfg.dedup_memory_mb * 1_000_000
     if cfg.dedup:
-        steps.append(("dedup", ExactDedup()))
+        steps.append(("dedup", ExactDedup(max_bytes)))
     if cfg.near_dedup:
-        steps.append(
-            (
-                "near_dedup",
-                NearDedup(cfg.near_dedup_threshold, cfg.near_dedup_num_perm, cfg.near_dedup_ngram),
-            )
+        near = NearDedup(
+            cfg.near_dedup_threshold, cfg.near_dedup_num_perm, cfg.near_dedup_ngram, max_bytes
         )
+        steps.append(("near_dedup", near))
     return steps
 
 
@@ -181,27 +199,98 @@ def _length_filter(min_chars: int, max_chars: int | None) -> Step:
     return by_length
 
 
+class DigestSet:
+    """A set of 8-byte digests in one flat table (linear probing) capped at `max_bytes`.
+
+    It doubles while under the cap (at half full); at the cap it fills to 3/4 and then raises
+    DataError naming `what` and the key that raises the cap.
+    """
+
+    _FIRST_SLOTS = 1 << 12
+
+    def __init__(self, max_bytes: int, what: str) -> None:
+        self.max_slots = max(self._FIRST_SLOTS, 1 << (max(max_bytes, 8) // 8).bit_length() - 1)
+        self.what = what
+        self.count = 0
+        self._table = array("Q", bytes(8 * min(self._FIRST_SLOTS, self.max_slots)))
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._table) * 8
+
+    def __contains__(self, key: int) -> bool:
+        table, mask = self._table, len(self._table) - 1
+        slot = key & mask
+        while (found := table[slot]) != 0:
+            if found == key:
+                return True
+            slot = (slot + 1) & mask
+        return False
+
+    def add(self, key: int) -> bool:
+        """Insert `key` (non-zero); False when it was already there."""
+        table, mask = self._table, len(self._table) - 1
+        slot = key & mask
+        while (found := table[slot]) != 0:
+            if found == key:
+                return False
+            slot = (slot + 1) & mask
+        self._make_room()
+        if len(self._table) - 1 != mask:  # the table grew: find the slot again
+            return self.add(key)
+        table[slot] = key
+        self.count += 1
+        return True
+
+    def _make_room(self) -> None:
+        size = len(self._table)
+        if 2 * (self.count + 1) <= size:
+            return
+        if size < self.max_slots:
+            old, self._table = self._table, array("Q", bytes(16 * size))
+            mask = 2 * size - 1
+            for key in old:
+                if key:
+                    slot = key & mask
+                    while self._table[slot]:
+                        slot = (slot + 1) & mask
+                    self._table[slot] = key
+            return
+        if 4 * (self.count + 1) > 3 * size:
+            raise DataError(
+                f"the {self.what} index is full ({self.count:,} entries in "
+                f"{self.nbytes / 1e6:.0f} MB); raise clean.dedup_memory_mb (16 bytes per entry)"
+            )
+
+
+def digest64(data: bytes) -> int:
+    """A non-zero 64-bit digest (0 marks an empty slot in a DigestSet)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1
+
+
 class ExactDedup:
     """Keep the first of documents whose whitespace-collapsed text is identical."""
 
-    def __init__(self) -> None:
-        self.seen: set[bytes] = set()
+    def __init__(self, max_bytes: int = 256_000_000) -> None:
+        self.seen = DigestSet(max_bytes, "exact dedup")
 
     def __call__(self, text: str) -> str | None:
-        key = hashlib.blake2b(" ".join(text.split()).encode("utf-8"), digest_size=16).digest()
-        if key in self.seen:
-            return None
-        self.seen.add(key)
-        return text
+        return text if self.seen.add(digest64(" ".join(text.split()).encode("utf-8"))) else None
 
 
 class NearDedup:
     """Keep the first of documents whose word n-gram MinHash is within `threshold` Jaccard."""
 
-    def __init__(self, threshold: float, num_perm: int, ngram: int) -> None:
+    def __init__(
+        self, threshold: float, num_perm: int, ngram: int, max_bytes: int = 256_000_000
+    ) -> None:
         from datasketch import MinHash, MinHashLSH  # only this opt-in step needs datasketch
 
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        # datasketch's choice of bands (b) and rows per band (r) for this threshold; the bands
+        # themselves live in a DigestSet instead of its unbounded dicts.
+        params = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.bands = [(i * params.r, (i + 1) * params.r) for i in range(params.b)]
+        self.index = DigestSet(max_bytes, "near dedup")
         # Drawing the permutations is the expensive part of a MinHash; draw them once.
         self._template = MinHash(num_perm=num_perm, seed=1)
         self.ngram = ngram
@@ -213,8 +302,15 @@ class NearDedup:
         shingles = {" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}
         minhash = self._template.copy()
         minhash.update_batch([s.encode("utf-8") for s in shingles])
-        if self.lsh.query(minhash):
+        values = minhash.hashvalues
+        # A document is a near duplicate when one band equals that band of a kept document.
+        keys = [
+            digest64(bytes([band]) + values[start:end].tobytes())
+            for band, (start, end) in enumerate(self.bands)
+        ]
+        if any(key in self.index for key in keys):
             return None
-        self.lsh.insert(str(self.count), minhash)
+        for key in keys:
+            self.index.add(key)
         self.count += 1
         return text
