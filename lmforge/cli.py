@@ -77,6 +77,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "lmforge.lab.fit_config:VERB",
         "Fit scaling laws (Approach 3 and IsoFLOP) to a sweep dir or a table of runs.",
     ),
+    "sweep": (
+        "lmforge.lab.sweep_config:VERB",
+        "Train a grid of model sizes x data/compute budgets; one run dir per point.",
+    ),
 }
 
 _FLAG_NAMES = {
