@@ -67,6 +67,7 @@ from lmforge.train.optim import decay_groups
 from lmforge.train.state import TrainState, restore_model_weights
 
 if TYPE_CHECKING:
+    from lmforge.finetune.adapters import Adapter
     from lmforge.run.rundir import LoadedRun
     from lmforge.verb import Flags
 
@@ -79,9 +80,16 @@ _STOPPED = {"steps": "epochs", "time": "time", "patience": "patience"}
 
 
 def finetune_classifier(
-    task: str, data: ClassificationData, run: LoadedRun, cfg: FinetuneConfig, flags: Flags
+    task: str,
+    data: ClassificationData,
+    run: LoadedRun,
+    cfg: FinetuneConfig,
+    flags: Flags,
+    adapter: Adapter | None = None,
 ) -> int:
-    """Fine-tune `run` with a classification head on `data`; report test metrics; publish."""
+    """Fine-tune `run` with a classification head on `data`; report test metrics; publish.
+
+    With `adapter` (LoRA) the body is frozen but for its adapters, which train with the head."""
     out = check_out(cfg, flags)
     assert data.train and data.dev and data.test  # loaded with all three splits
     ccfg = cfg.classifier
@@ -139,7 +147,7 @@ def finetune_classifier(
         "init_step": run.step,
     }
     matrix = confusion_matrix(data.test.labels, preds, len(data.labels))
-    _write_run(out, work, run, model, cfg, flags, meta, metrics, matrix)
+    _write_run(out, work, run, model, cfg, flags, meta, metrics, matrix, adapter)
     discard(work)
     log.info("test results: %s", out / "eval" / f"{task}.json")
     print(markdown_table({out.name: metrics}))
@@ -197,6 +205,7 @@ def _write_run(
     meta: dict,
     metrics: dict[str, float | int | str],
     matrix: list[list[int]],
+    adapter: Adapter | None = None,
 ) -> None:
     """The published run dir (today's format), built beside `out` and renamed into place."""
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
@@ -212,6 +221,7 @@ def _write_run(
             step=int(metrics["steps"]),
             overwrite=True,
             info={"finetune": {"task": meta["task"], "init": meta["init"]}},
+            adapter=adapter.as_tuple() if adapter is not None else None,
         )
         save_config(cfg, tmp / FINETUNE_CONFIG)
         save_head(model, tmp / rundir.CLASSIFIER_DIR, meta)
@@ -494,7 +504,8 @@ def fit_classifier(
         trainer.restore(resume.checkpoint)
     # A run that finished but was not published (a crash in between) is not trained again.
     code = 0 if trainer.state.finished else trainer.fit()
-    model.body.requires_grad_(True)
+    if head_only:  # a LoRA body stays frozen but for its adapters
+        model.body.requires_grad_(True)
     state = trainer.state
     result = FitResult(
         code,

@@ -49,6 +49,7 @@ from lmforge.train.loss import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from lmforge.eval.generation import Example, GenerationTask
+    from lmforge.finetune.adapters import Adapter
     from lmforge.run.rundir import LoadedRun
     from lmforge.train.trainer import Trainer
     from lmforge.verb import Flags
@@ -226,11 +227,18 @@ def encode_split(
     return [e for e, _ in encoded]
 
 
-def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flags: Flags) -> int:
+def finetune_sft(
+    task: GenerationTask,
+    run: LoadedRun,
+    cfg: FinetuneConfig,
+    flags: Flags,
+    adapter: Adapter | None = None,
+) -> int:
     """Fine-tune `run` on `task` into `cfg.out` with the Trainer; score the test split after.
 
     Training happens in the partial dir beside `out`; `flags.resume` continues it from its
     latest checkpoint (the result equals an uninterrupted run's)."""
+    from lmforge.finetune.adapters import convert_checkpoints
     from lmforge.train.interface import Components
     from lmforge.train.optim import build_optimizer
     from lmforge.train.state import TrainState, restore_model_weights
@@ -277,6 +285,8 @@ def finetune_sft(task: GenerationTask, run: LoadedRun, cfg: FinetuneConfig, flag
     code = _train_into(trainer, run, cfg, flags, task.name, resume)
     if code != 0:
         return code
+    if adapter is not None:  # a LoRA run keeps the adapter, not a copy of the base
+        convert_checkpoints(trainer.out, adapter)
     publish(trainer.out, out, flags)
     if cfg.sft.evaluate:
         _score_test(task, out, cfg, device)
@@ -296,7 +306,8 @@ def _train_into(
         save_config(trainer.config, tmp / rundir.CONFIG_FILE)
         save_config(cfg, tmp / FINETUNE_CONFIG)
         run.tokenizer.save(tmp / rundir.TOKENIZER_FILE)
-        info = {"kind": "sft", "task": task, "init": str(run.run_dir), "step": run.step}
+        kind = "sft-lora" if cfg.lora.enabled else "sft"
+        info = {"kind": kind, "task": task, "init": str(run.run_dir), "step": run.step}
         extra: dict[str, Any] = {"finetune": info}
         if resume is not None:
             extra["resumed_from"] = resume.checkpoint.name

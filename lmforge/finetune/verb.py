@@ -2,8 +2,9 @@
 
 Dispatch by the task's kind: a classification task gets a classification head trained through the
 Trainer (`classifier.py`); a generation task gets supervised fine-tuning on its prompt/response
-pairs (`sft.py`). Either way the result is a new run dir that `eval`, `generate` and `export`
-accept, published only when complete (`publish.py`).
+pairs (`sft.py`), or with `qa.head=span` an extractive span head (`span_qa.py`). `lora.rank` puts
+LoRA adapters on the model first (`adapters.py`), whatever the kind. Either way the result is a new
+run dir that `eval`, `generate` and `export` accept, published only when complete (`publish.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 def finetune(cfg: FinetuneConfig, flags: Flags | None = None) -> int:
     """Library entry point: load `cfg.init`, fine-tune it for `cfg.task`, return the exit code."""
     from lmforge.eval.tasks import TASKS, get_task
+    from lmforge.finetune.adapters import prepare_lora
     from lmforge.finetune.publish import check_out
     from lmforge.run.rundir import load_run
     from lmforge.runtime import resolve_device, set_threads
@@ -40,14 +42,19 @@ def finetune(cfg: FinetuneConfig, flags: Flags | None = None) -> int:
     set_threads(cfg.threads)
     run = load_run(cfg.init, cfg.checkpoint, resolve_device(cfg.device))
     log.info("fine-tuning %s (%s) for task %s", cfg.init, run.checkpoint_dir.name, task.name)
+    adapter = prepare_lora(run, cfg)
     if task.kind == "classification":
         from lmforge.finetune.classifier import finetune_classifier
 
         data = task.load(cfg.task, ("train", "dev", "test"), cfg.seed)  # type: ignore[attr-defined]
-        return finetune_classifier(task.name, data, run, cfg, flags)
+        return finetune_classifier(task.name, data, run, cfg, flags, adapter)
+    if cfg.qa.head == "span":
+        from lmforge.finetune.span_qa import finetune_span_qa
+
+        return finetune_span_qa(task, run, cfg, flags, adapter)
     from lmforge.finetune.sft import finetune_sft
 
-    return finetune_sft(task, run, cfg, flags)  # type: ignore[arg-type]
+    return finetune_sft(task, run, cfg, flags, adapter)  # type: ignore[arg-type]
 
 
 def run(cfg: FinetuneConfig, flags: Flags) -> int:

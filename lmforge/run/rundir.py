@@ -5,13 +5,16 @@ Layout (see docs/training.md): `config.toml` (resolved TrainConfig), `tokenizer.
 optimizer.pt, rng_rank0.json, state.json}`, `checkpoints/latest` and `checkpoints/best` (pointer
 files), `plots/loss.png`, `samples.txt`, `run_info.json`, and `train.lock` while a trainer writes.
 `load_run` is how eval, generate, export and finetune read a run; `create_run_dir` is how the HF
-importer and fine-tuning write one that those verbs (and `init.from`) accept.
+importer and fine-tuning write one that those verbs (and `init.from`) accept. A LoRA run's
+checkpoints hold `adapter.safetensors` + `adapter.json` (naming the base run, its checkpoint and the
+sha256 of its weights) instead of `model.safetensors`; `load_run` loads the base, then the adapter.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -27,7 +30,7 @@ from lmforge import __version__
 from lmforge.config import load_config, save_config
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.models import CONFIG_FILE as MODEL_CONFIG_FILE
-from lmforge.models import MODEL_FILE, load_model, save_model
+from lmforge.models import MODEL_FILE, SavedModel, load_model, lora, save_model
 from lmforge.run import checkpoint as ckpt
 from lmforge.run.config import TrainConfig
 from lmforge.run.lock import LOCK_FILE, RunLock  # noqa: F401 - part of the run-dir contract
@@ -57,6 +60,7 @@ class LoadedRun:
     tokenizer: Any  # lmforge.data.tokenizer.Tokenizer
     step: int
     checkpoint_dir: Path
+    adapter: dict[str, Any] | None = None  # a LoRA run's adapter.json (the model has it merged)
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -65,12 +69,16 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def load_run(
-    run_dir: str | Path, checkpoint: str = "latest", device: torch.device | str = "cpu"
+    run_dir: str | Path,
+    checkpoint: str = "latest",
+    device: torch.device | str = "cpu",
+    merge: bool = True,
 ) -> LoadedRun:
     """The model (eval mode, on `device`), configs and tokenizer of `run_dir` at `checkpoint`.
 
     `checkpoint` is `latest`, `best` or `step_N`; a missing or corrupted one is a CheckpointError
-    that lists what exists.
+    that lists what exists. A LoRA run's model is its base with the adapter merged in, or, with
+    `merge=False`, with `LoRALinear` layers (frozen base, as trained).
     """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
@@ -85,10 +93,91 @@ def load_run(
         run_dir / CHECKPOINTS_DIR,
         checkpoint,
         checksums=config.checkpoint.verify,
-        only=(MODEL_FILE, MODEL_CONFIG_FILE),
+        only=(MODEL_FILE, MODEL_CONFIG_FILE, lora.ADAPTER_FILE, lora.ADAPTER_CONFIG),
     )
+    step = int(state["step"])
+    if (path / lora.ADAPTER_CONFIG).is_file():
+        model, model_config, adapter = _load_lora(run_dir, path, device, merge)
+        return LoadedRun(run_dir, model, model_config, config, tokenizer, step, path, adapter)
     model, model_config = load_model(path, device)
-    return LoadedRun(run_dir, model, model_config, config, tokenizer, int(state["step"]), path)
+    return LoadedRun(run_dir, model, model_config, config, tokenizer, step, path)
+
+
+def _load_lora(
+    run_dir: Path, path: Path, device: torch.device | str, merge: bool
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """The base run's model (checked against the recorded sha256) with this adapter on it."""
+    meta = lora.read_adapter_config(path)
+    base = meta.get("base") or {}
+    base_dir = _find_base(run_dir, base)
+    base_ckpt = base_dir / CHECKPOINTS_DIR / base["checkpoint"]
+    if not base_ckpt.is_dir():
+        raise CheckpointError(
+            f"LoRA run {run_dir} was trained on {base_ckpt}, which no longer exists; restore "
+            f"that checkpoint of the base run (or export this run merged while it exists)"
+        )
+    base_state = ckpt.verify_checkpoint(base_ckpt, only=(base["file"],))
+    recorded = (base_state.get("files") or {}).get(base["file"], {}).get("sha256")
+    if recorded != base["sha256"]:
+        raise CheckpointError(
+            f"the base of LoRA run {run_dir} changed: {base_ckpt / base['file']} has sha256 "
+            f"{str(recorded)[:12]}..., the adapter was trained on {base['sha256'][:12]}...; "
+            "fine-tune again from the new base, or restore the old one"
+        )
+    loaded = load_run(base_dir, base["checkpoint"], device)
+    model = loaded.model
+    lora.load_adapter(model, path)
+    model = lora.merge_lora(model) if merge else model
+    return model.to(device).eval(), loaded.model_config, meta
+
+
+def _find_base(run_dir: Path, base: dict[str, Any]) -> Path:
+    """The base run dir: its recorded absolute path, else the recorded path relative to the
+    LoRA run (both moved together)."""
+    if not base.get("path") or not base.get("checkpoint"):
+        raise CheckpointError(f"{run_dir} is a LoRA run without a recorded base; it is corrupted")
+    for candidate in (Path(base["path"]), run_dir / base.get("relative", "")):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise CheckpointError(
+        f"LoRA run {run_dir} needs its base run {base['path']}, which is missing; restore it "
+        "there (or beside this run as it was) to use the adapter"
+    )
+
+
+def base_reference(run: LoadedRun, lora_run_dir: str | Path) -> dict[str, Any]:
+    """What a LoRA run made from `run` records about its base: the run dir (absolute and
+    relative to the LoRA run), the checkpoint, its weights file and that file's sha256."""
+    state = ckpt.verify_checkpoint(run.checkpoint_dir, checksums=False)
+    files = state.get("files") or {}
+    name = lora.ADAPTER_FILE if run.adapter is not None else MODEL_FILE
+    if name not in files:
+        raise CheckpointError(f"{run.checkpoint_dir} lists no {name}; cannot use it as a base")
+    base_dir = run.run_dir.resolve()
+    return {
+        "path": str(base_dir),
+        "relative": os.path.relpath(base_dir, Path(lora_run_dir).resolve()),
+        "checkpoint": run.checkpoint_dir.name,
+        "file": name,
+        "sha256": files[name]["sha256"],
+    }
+
+
+def to_adapter_checkpoint(path: Path, spec: lora.LoRASpec, base: dict[str, Any]) -> None:
+    """Rewrite a trainer checkpoint of an adapted model (`model.safetensors` with base and
+    adapter tensors) to a LoRA checkpoint: the adapter files instead of the weights."""
+    from safetensors.torch import load_file
+
+    state = json.loads((path / ckpt.STATE_FILE).read_text(encoding="utf-8"))
+    tensors = load_file(str(path / MODEL_FILE))
+    adapter = {k: v for k, v in tensors.items() if k.endswith((".lora_A", ".lora_B"))}
+    tmp = path.with_name(path.name + ".tmp")
+    path.rename(tmp)
+    lora.write_adapter(adapter, spec, tmp, base)
+    (tmp / MODEL_FILE).unlink()
+    (tmp / ckpt.STATE_FILE).unlink()
+    kept = {k: v for k, v in state.items() if k not in ("format_version", "files")}
+    ckpt.finish_checkpoint(tmp, kept)
 
 
 def load_train_config(run_dir: str | Path) -> TrainConfig:
@@ -116,11 +205,13 @@ def create_run_dir(
     step: int = 0,
     overwrite: bool = False,
     info: dict[str, Any] | None = None,
+    adapter: tuple[lora.LoRASpec, dict[str, Any]] | None = None,
 ) -> Path:
     """Write a complete run dir holding `model` as its only (and latest) checkpoint.
 
     For producers other than the trainer (the HF importer, fine-tuning): the result loads with
     `load_run` and works as `init.from`. `config` defaults to a TrainConfig naming the model.
+    `adapter` (spec, base reference) makes it a LoRA run: only the adapter of `model` is written.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -131,7 +222,7 @@ def create_run_dir(
     config = config or TrainConfig(model=model_config, out=str(run_dir))
     save_config(config, run_dir / CONFIG_FILE)
     tokenizer.save(run_dir / TOKENIZER_FILE)
-    write_model_checkpoint(run_dir, model, model_config, step, {"finished": True})
+    write_model_checkpoint(run_dir, model, model_config, step, {"finished": True}, adapter)
     write_run_info(run_dir, device=str(next(model.parameters()).device), extra=info)
     return run_dir
 
@@ -142,11 +233,18 @@ def write_model_checkpoint(
     model_config: Any,
     step: int,
     state: dict[str, Any] | None = None,
+    adapter: tuple[lora.LoRASpec, dict[str, Any]] | None = None,
 ) -> Path:
-    """A weights-only checkpoint at `step`, made `latest` (e.g. an imported or final model)."""
+    """A weights-only checkpoint at `step`, made `latest` (e.g. an imported or final model);
+    with `adapter` (spec, base reference), the adapter files only."""
     root = Path(run_dir) / CHECKPOINTS_DIR
     tmp = ckpt.begin_checkpoint(root, step)
-    save_model(model, model_config, tmp)
+    if adapter is not None:
+        lora.save_adapter(model, adapter[0], tmp, adapter[1])
+        vocab_size = int(getattr(model, "_orig_mod", model).vocab_size)
+        save_config(SavedModel(vocab_size=vocab_size, model=model_config), tmp / MODEL_CONFIG_FILE)
+    else:
+        save_model(model, model_config, tmp)
     final = ckpt.finish_checkpoint(tmp, {"step": step, **(state or {})})
     ckpt.set_pointer(root, ckpt.LATEST, final)
     return final

@@ -1,0 +1,103 @@
+"""LoRA layers: a fresh adapter changes nothing (bit for bit), base keys stay, the adapted model
+equals its merge, only adapters train, and targets that match nothing are named."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmforge.errors import ConfigError
+from lmforge.models import GPTConfig, LSTMConfig, build_model
+from lmforge.models.lora import (
+    LoRALinear,
+    LoRASpec,
+    adapter_parameters,
+    apply_lora,
+    merge_lora,
+    resolve_targets,
+)
+
+LAYOUTS = {
+    "llama": GPTConfig(n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, max_seq_len=16),
+    "gpt2": GPTConfig(
+        n_layers=2,
+        n_heads=4,
+        d_model=32,
+        max_seq_len=16,
+        pos_emb="learned",
+        norm="layernorm",
+        mlp="gelu",
+        bias=True,
+        tie_embeddings=True,
+    ),
+}
+TOKENS = torch.randint(0, 40, (3, 12), generator=torch.Generator().manual_seed(0))
+
+
+def _model(layout: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(LAYOUTS[layout], 40).eval()
+
+
+@pytest.mark.parametrize("layout", ["llama", "gpt2"])
+@pytest.mark.parametrize("targets", [("q_proj", "v_proj"), ("all-linear",)])
+@torch.no_grad()
+def test_fresh_adapter_leaves_logits_bit_identical(layout, targets):
+    torch.set_num_threads(1)
+    model = _model(layout)
+    before = model(TOKENS)
+    keys = set(model.state_dict())
+    names = apply_lora(model, LoRASpec(4, 8.0, 0.0, targets))
+    assert torch.equal(model(TOKENS), before)
+    # The base's keys are unchanged; each adapted layer adds exactly lora_A and lora_B.
+    added = set(model.state_dict()) - keys
+    assert keys <= set(model.state_dict())
+    assert added == {f"{n}.lora_{p}" for n in names for p in "AB"}
+    if targets == ("all-linear",):
+        assert len(names) == 2 * (7 if layout == "llama" else 6)  # lm_head is never adapted
+    else:
+        assert sorted({n.split(".")[-1] for n in names}) == ["q_proj", "v_proj"]
+
+
+@pytest.mark.parametrize("layout", ["llama", "gpt2"])
+@torch.no_grad()
+def test_adapted_model_equals_its_merge(layout):
+    model = _model(layout)
+    apply_lora(model, LoRASpec(4, 16.0, 0.0, ("all-linear",)))
+    for p in adapter_parameters(model):
+        p.normal_(0, 0.3)  # a trained-looking adapter: B non-zero
+    adapted = model(TOKENS)
+    base = _model(layout)(TOKENS)
+    assert (adapted - base).abs().max() > 1e-2  # the adapter does something
+    merged = merge_lora(model)
+    assert not any(isinstance(m, LoRALinear) for m in merged.modules())
+    assert set(merged.state_dict()) == set(_model(layout).state_dict())
+    assert torch.allclose(merged(TOKENS), adapted, atol=1e-5)
+
+
+def test_only_adapters_train_and_init_follows_peft():
+    model = _model("llama")
+    apply_lora(model, LoRASpec(8, 16.0))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.endswith(("lora_A", "lora_B")) for n in trainable)
+    layer = model.blocks[0].attn.q_proj
+    assert isinstance(layer, LoRALinear) and layer.scale == 2.0
+    assert torch.count_nonzero(layer.lora_B) == 0 and layer.lora_A.abs().max() > 0
+    # Kaiming-uniform with a=sqrt(5): bound 1/sqrt(fan_in).
+    assert layer.lora_A.abs().max() <= 1 / 32**0.5
+    assert layer.weight is not None and layer.lora_A.shape == (8, 32)
+    loss = model(TOKENS).logsumexp(-1).mean()
+    loss.backward()
+    assert layer.lora_B.grad is not None and layer.weight.grad is None
+
+
+def test_targets_that_match_nothing_are_named():
+    with pytest.raises(ConfigError, match="'c_attn' is no linear layer.*q_proj"):
+        resolve_targets(_model("gpt2"), ["q_proj", "c_attn"])
+    with pytest.raises(ConfigError, match="'gate_proj'"):
+        resolve_targets(_model("gpt2"), ["gate_proj"])  # GELU MLP: no gate
+    lstm = build_model(LSTMConfig(n_layers=1, d_model=16, d_hidden=16), 40)
+    with pytest.raises(ConfigError, match="matches no linear layer"):
+        resolve_targets(lstm, ["all-linear"])
+    with pytest.raises(ConfigError, match="rank=0"):
+        apply_lora(_model("llama"), LoRASpec(0, 1.0))
