@@ -38,8 +38,10 @@ class GPTConfig(Section):
     norm: Literal["rmsnorm", "layernorm"] = Field(
         "rmsnorm", description="normalisation: rmsnorm (Llama) or layernorm (GPT-2)"
     )
-    mlp: Literal["swiglu", "gelu"] = Field(
-        "swiglu", description="MLP: swiglu (Llama) or gelu (GPT-2, tanh approximation)"
+    mlp: Literal["swiglu", "gelu", "none"] = Field(
+        "swiglu",
+        description="MLP: swiglu (Llama), gelu (GPT-2, tanh approximation) or none "
+        "(attention-only blocks, for interpretability)",
     )
     bias: bool = Field(False, description="biases in linear layers and LayerNorm (GPT-2: true)")
     tie_embeddings: bool = Field(

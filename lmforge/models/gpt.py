@@ -284,8 +284,11 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.attn = CausalSelfAttention(cfg, layer_idx)
-        self.mlp_norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
-        self.mlp = SwiGLU(cfg) if cfg.mlp == "swiglu" else GeluMLP(cfg)
+        self.mlp_norm: nn.Module | None = None
+        self.mlp: nn.Module | None = None
+        if cfg.mlp != "none":  # attention-only blocks have no MLP (and no parameters for one)
+            self.mlp_norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+            self.mlp = SwiGLU(cfg) if cfg.mlp == "swiglu" else GeluMLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(
@@ -296,6 +299,8 @@ class Block(nn.Module):
         cache: KVCache | None,
     ) -> torch.Tensor:
         x = x + self._drop(self.attn(self.attn_norm(x), rope, mask, cache))
+        if self.mlp is None:
+            return x
         return x + self._drop(self.mlp(self.mlp_norm(x)))
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
@@ -348,7 +353,10 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         residual_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
         for block in self.blocks:
-            for proj in (block.attn.o_proj, block.mlp.down_proj):
+            projections = [block.attn.o_proj]
+            if block.mlp is not None:
+                projections.append(block.mlp.down_proj)
+            for proj in projections:
                 if cfg.zero_init_output:
                     nn.init.zeros_(proj.weight)
                 else:

@@ -1,4 +1,4 @@
-"""`mlp = "none"`: attention-only GPT blocks (for induction heads); other configs keep their keys."""
+"""`mlp = "none"`: attention-only GPT blocks (induction heads); other configs keep their keys."""
 
 from __future__ import annotations
 
