@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU wheel of torch 2.13.0 lies on this machine kind; an unpinned torch pulls a CUDA build.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[hf,eval,dev,formats,serve,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[hf,eval,dev,formats,serve,ray,peft,baselines]"
 	touch $(STAMP)
 
 demo: $(STAMP)

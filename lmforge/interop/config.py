@@ -16,7 +16,11 @@ class ExportConfig(Section):
 
     run: str = Field(..., description="the run dir to export (written by train/finetune/import)")
     out: str = Field(..., description="the Hugging Face model directory to create")
-    format: Literal["hf"] = Field("hf", description="output format: hf (transformers model dir)")
+    format: Literal["hf", "peft"] = Field(
+        "hf",
+        description="output format: hf (transformers model dir; a LoRA run is merged) or peft "
+        "(a LoRA run's adapter: adapter_config.json + adapter_model.safetensors)",
+    )
     checkpoint: str = Field("latest", description="which checkpoint: latest | best | step_N")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="dtype of the exported weights"
@@ -26,8 +30,14 @@ class ExportConfig(Section):
 class ImportConfig(Section):
     """The keys of `lmforge import`."""
 
-    source: str = Field(..., description="a local Hugging Face model dir (GPT-2 or Llama family)")
+    source: str = Field(
+        ...,
+        description="a local Hugging Face model dir (GPT-2 or Llama family) or PEFT adapter dir",
+    )
     out: str = Field(..., description="the run dir to create")
+    base: str | None = Field(
+        None, description="PEFT adapter: the lmforge run whose export the adapter was made for"
+    )
 
 
 EXPORT_VERB = Verb(
@@ -36,7 +46,8 @@ EXPORT_VERB = Verb(
     config=ExportConfig,
     run="lmforge.interop.export:run",
     positionals=("run", "out"),
-    usage="lmforge export RUN OUT [checkpoint=latest|best|step_N] [dtype=float32] [--overwrite]",
+    usage="lmforge export RUN OUT [format=hf|peft] [checkpoint=latest|best|step_N] [dtype=float32] "
+    "[--overwrite]",
     flags=("--overwrite", "--debug", "--help"),
 )
 
@@ -47,6 +58,6 @@ IMPORT_VERB = Verb(
     config=ImportConfig,
     run="lmforge.interop.importer:run",
     positionals=("source", "out"),
-    usage="lmforge import HF_DIR OUT [--overwrite]",
+    usage="lmforge import HF_DIR OUT [--overwrite] | lmforge import ADAPTER_DIR OUT base=RUN",
     flags=("--overwrite", "--debug", "--help"),
 )

@@ -2,7 +2,8 @@
 
 Writes `config.json` (Llama or GPT-2), `model.safetensors`, `generation_config.json` and the
 tokenizer files into a temp dir that is renamed to OUT when complete. Needs no `transformers`:
-`interop/hf.py` translates config and weights, `interop/hf_tokenizer.py` the tokenizer.
+`interop/hf.py` translates config and weights, `interop/hf_tokenizer.py` the tokenizer. A LoRA run
+exports merged (`load_run` folds the adapter in); `format=peft` writes its adapter (`peft.py`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,13 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 
 def run(cfg: ExportConfig, flags: Flags) -> int:
+    if cfg.format == "peft":
+        from lmforge.interop.peft import export_peft
+
+        out = export_peft(cfg.run, cfg.out, cfg.checkpoint, overwrite=flags.overwrite)
+        print(f"wrote PEFT adapter {out}")
+        print(f"load it with: PeftModel.from_pretrained(<the base's export>, {str(out)!r})")
+        return 0
     out = export_hf(cfg.run, cfg.out, cfg.checkpoint, cfg.dtype, overwrite=flags.overwrite)
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     print(f"wrote {out}: {files}")

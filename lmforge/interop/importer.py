@@ -4,6 +4,7 @@ Reads `config.json`, the weights (`model.safetensors`, sharded safetensors, or `
 through `torch.load(weights_only=True)`) and the tokenizer (`tokenizer.json`, or GPT-2's
 `vocab.json` + `merges.txt`), then writes a run dir with `rundir.create_run_dir`, which `generate`,
 `eval`, `finetune` and `init.from` accept. Nothing is downloaded; `transformers` is not needed.
+A PEFT adapter dir (given `base=RUN`) becomes a LoRA run dir (`peft.py`).
 """
 
 from __future__ import annotations
@@ -140,6 +141,17 @@ def _grow_vocab(
 
 
 def run(cfg: ImportConfig, flags: Flags) -> int:
+    from lmforge.interop.peft import import_peft, is_peft_dir
+
+    if is_peft_dir(cfg.source):
+        if not cfg.base:
+            raise ConfigError(
+                f"{cfg.source} is a PEFT adapter; name the lmforge run it was made for: "
+                f"lmforge import {cfg.source} {cfg.out} base=RUN"
+            )
+        out = import_peft(cfg.source, cfg.out, cfg.base, overwrite=flags.overwrite)
+        print(f"wrote LoRA run dir {out} (base {cfg.base})")
+        return 0
     out = import_hf(cfg.source, cfg.out, overwrite=flags.overwrite)
     print(f"wrote run dir {out}")
     print(f"try: lmforge generate {out} -- 'Once upon a time'")
