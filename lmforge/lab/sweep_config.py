@@ -77,6 +77,17 @@ class AbilitySection(Section):
     examples: list[int] | None = Field(
         None, description="training-set sizes (a data axis of the grid); default the task's"
     )
+    model: dict[str, Any] = Field(
+        default_factory=dict,
+        description='model keys besides the grid\'s sizes (e.g. mlp = "none", kind = "lstm")',
+    )
+    batch_size: int = Field(512, ge=0, description="examples per step (0: the full training set)")
+    lr: float = Field(1e-3, gt=0, description="AdamW peak learning rate (after a linear warm-up)")
+    weight_decay: float = Field(1.0, ge=0, description="AdamW decoupled weight decay")
+    beta2: float = Field(0.98, gt=0, lt=1, description="AdamW beta2")
+    warmup_steps: int = Field(10, ge=0, description="linear learning-rate warm-up steps")
+    eval_every: int = Field(100, ge=1, description="score train and test every N steps")
+    eval_examples: int = Field(512, ge=1, description="examples per split per evaluation")
 
 
 class SweepConfig(Section):

@@ -160,8 +160,11 @@ def plan_points(config: SweepConfig) -> list[Point]:
             for seed in seeds:
                 size = (n_layers, d_model, n_heads)
                 many = len(seeds) > 1
-                points.append(_point(config, sized, vocab, size, lr, kind, value, seed, many))
-    _check_unique(points)
+                explicit = grid.sizes is not None and len(grid.sizes[i]) == 3
+                points.append(
+                    _point(config, sized, vocab, size, lr, kind, value, seed, many, explicit)
+                )
+    check_unique(points)
     return points
 
 
@@ -175,6 +178,7 @@ def _point(
     value: float,
     seed: int,
     many_seeds: bool,
+    explicit_heads: bool = False,
 ) -> Point:
     n_layers, d_model, n_heads = size
     train = validate_config(TrainConfig, {**sized, "seed": seed}, source=config.base)
@@ -182,7 +186,8 @@ def _point(
     tokens_per_step = train.train.batch_tokens or train.train.batch_size * train.seq_len
     target = value if kind == "tokens" else value / fpt
     steps = max(1, round(target / tokens_per_step))
-    name = f"l{n_layers}_d{d_model}_{'t' if kind == 'tokens' else 'c'}{format_budget(value)}"
+    heads = f"h{n_heads}_" if explicit_heads else ""
+    name = f"l{n_layers}_d{d_model}_{heads}{'t' if kind == 'tokens' else 'c'}{format_budget(value)}"
     if many_seeds:
         name += f"_s{seed}"
     run_dir = f"{RUNS_DIR}/{name}"
@@ -213,7 +218,7 @@ def _point(
     )
 
 
-def _check_unique(points: list[Point]) -> None:
+def check_unique(points: list[Point]) -> None:
     seen: set[str] = set()
     for point in points:
         if point.name in seen:
