@@ -34,7 +34,9 @@ from lmforge.serve.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
+    ErrorResponse,
     TokenizeRequest,
+    message_dicts,
 )
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,14 @@ def create_app(
             )
 
     guarded = [Depends(check_key)]
+    errors = _documented_errors(settings)
+    generation = {
+        **errors,
+        200: {
+            "description": "the completion (JSON), or server-sent events when `stream` is true",
+            "content": {"application/json": {}, "text/event-stream": {}},
+        },
+    }
 
     @app.get("/health", tags=["ops"])
     def health() -> JSONResponse:
@@ -141,31 +151,32 @@ def create_app(
         page = resources.files("lmforge.serve").joinpath("playground.html").read_text("utf-8")
         return HTMLResponse(page)
 
-    @app.get("/v1/models", dependencies=guarded, tags=["openai"])
+    @app.get("/v1/models", dependencies=guarded, tags=["openai"], responses=errors)
     def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [_model_card(served(), state.created)]}
 
-    @app.get("/v1/models/{model_id}", dependencies=guarded, tags=["openai"])
+    @app.get("/v1/models/{model_id}", dependencies=guarded, tags=["openai"], responses=errors)
     def get_model(model_id: str) -> dict[str, Any]:
         s = served()
         routes.check_model(s, model_id)
         return _model_card(s, state.created)
 
-    @app.post("/v1/completions", dependencies=guarded, tags=["openai"])
+    @app.post("/v1/completions", dependencies=guarded, tags=["openai"], responses=generation)
     async def completions(body: CompletionRequest) -> Any:
         return await routes.completions(served(), body)
 
-    @app.post("/v1/chat/completions", dependencies=guarded, tags=["openai"])
+    @app.post("/v1/chat/completions", dependencies=guarded, tags=["openai"], responses=generation)
     async def chat_completions(body: ChatCompletionRequest) -> Any:
         return await routes.chat_completions(served(), body)
 
-    @app.post("/tokenize", dependencies=guarded, tags=["tokenizer"])
+    @app.post("/tokenize", dependencies=guarded, tags=["tokenizer"], responses=errors)
     def tokenize(body: TokenizeRequest) -> dict[str, Any]:
         s = served()
         routes.check_model(s, body.model)
         if body.messages is not None:
-            fake = ChatCompletionRequest(model=s.model_name, messages=body.messages)
-            text = s.template.render(fake.message_dicts(), body.add_generation_prompt)
+            text = routes.render_messages(
+                s, message_dicts(body.messages), body.add_generation_prompt
+            )
         elif body.prompt is not None or body.content is not None:
             text = body.prompt if body.prompt is not None else body.content
         else:
@@ -173,7 +184,7 @@ def create_app(
         ids = s.tokenizer.encode(text)
         return {"tokens": ids, "count": len(ids), "max_model_len": s.context, "prompt": text}
 
-    @app.get("/tokenizer_info", dependencies=guarded, tags=["tokenizer"])
+    @app.get("/tokenizer_info", dependencies=guarded, tags=["tokenizer"], responses=errors)
     def tokenizer_info() -> dict[str, Any]:
         """What lm-eval's remote tokenizer (and vLLM's route of this name) reports."""
         s = served()
@@ -187,7 +198,7 @@ def create_app(
             "vocab_size": s.tokenizer.vocab_size,
         }
 
-    @app.post("/detokenize", dependencies=guarded, tags=["tokenizer"])
+    @app.post("/detokenize", dependencies=guarded, tags=["tokenizer"], responses=errors)
     def detokenize(body: DetokenizeRequest) -> dict[str, Any]:
         s = served()
         routes.check_model(s, body.model)
@@ -210,7 +221,37 @@ def create_app(
             allow_headers=["*"],
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, metrics=metrics)
+    app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
+
+
+def _documented_errors(settings: Settings) -> dict[int | str, dict[str, Any]]:
+    """The error statuses the OpenAPI document lists (all with the ErrorResponse body)."""
+    statuses = {
+        400: "a bad field (`param` names it) or a prompt too long for the context",
+        404: "an unknown model",
+        413: "a body above max_body_bytes",
+        429: "the queue is full (see Retry-After)",
+        503: "the model is still loading",
+    }
+    if settings.api_key:
+        statuses[401] = "a missing or wrong API key"
+    return {s: {"model": ErrorResponse, "description": d} for s, d in statuses.items()}
+
+
+def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents 422 for bad bodies; this server answers 400 (as OpenAI), so drop it."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _model_card(served: routes.Served, created: int) -> dict[str, Any]:

@@ -196,14 +196,25 @@ class Engine:
     # -- the loop (engine thread) -----------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            with torch.inference_mode():
-                while self._next_iteration():
-                    pass
-        except BaseException as exc:  # a bug, not a client mistake: fail every request loudly
-            log.exception("engine failed")
-            self.failure = exc
-            self._fail_all()
+        with torch.inference_mode():
+            while True:
+                try:
+                    if not self._next_iteration():
+                        return
+                except Exception as exc:  # a bug, not a client mistake: fail loudly, keep serving
+                    log.exception("engine step failed; failing the requests in the batch")
+                    self.failure = exc
+                    self._fail_running()
+
+    def _fail_running(self) -> None:
+        """Answer every request in the batch with a failure and start from an empty batch."""
+        requests = {id(r.request): r.request for r in self._rows}
+        self._rows = []
+        self._progress.clear()
+        self._cache = self._empty_cache()
+        for req in requests.values():
+            self.metrics.count_request("500")
+            req.sink(RequestDone(-1, -1))
 
     def _next_iteration(self) -> bool:
         with self._cond:
@@ -225,8 +236,15 @@ class Engine:
                     return
                 req = self._waiting.popleft()
                 self.metrics.queue_depth = len(self._waiting)
-            if not req.cancelled:
+            if req.cancelled:
+                continue
+            try:
                 self._prefill(req)
+            except Exception:  # a bug, not a client mistake: answer it, keep serving the rest
+                log.exception("prefill failed")
+                self._progress.pop(id(req), None)
+                self.metrics.count_request("500")
+                req.sink(RequestDone(-1, -1))
 
     def _prefill(self, req: GenerationRequest) -> None:
         model, P = self.model, len(req.prompt_ids)
@@ -335,15 +353,6 @@ class Engine:
         if cancelled:
             self.metrics.count_request("cancelled", len({id(r.request) for r in cancelled}))
             self._remove_done()
-
-    def _fail_all(self) -> None:
-        with self._cond:
-            self._stopping = True
-            waiting, self._waiting = list(self._waiting), deque()
-        for req in {id(r.request): r.request for r in self._rows}.values() or ():
-            req.sink(RequestDone(-1, -1))
-        for req in waiting:
-            req.sink(RequestDone(-1, -1))
 
     # -- helpers ----------------------------------------------------------------------------------
 

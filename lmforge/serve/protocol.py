@@ -47,6 +47,19 @@ class ApiError(Exception):
         }
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response (OpenAI's shape)."""
+
+    error: ErrorDetail
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
@@ -57,7 +70,9 @@ class _Sampling(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="the served model's id (GET /v1/models)")
+    model: str | None = Field(
+        None, description="the served model's id (GET /v1/models); unset: that model (as vLLM)"
+    )
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 is greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     top_k: int = Field(-1, ge=-1, description="sample among the k likeliest (-1 or 0: off)")
@@ -143,11 +158,16 @@ class ChatCompletionRequest(_Sampling):
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="alternatives")
 
     def message_dicts(self) -> list[dict[str, Any]]:
-        # OpenAI's `developer` role is the newer name of `system`.
-        return [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.content}
-            for m in self.messages
-        ]
+        return message_dicts(self.messages)
+
+
+def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Messages as the chat template sees them; OpenAI's `developer` role is the newer name of
+    `system`."""
+    return [
+        {"role": "system" if m.role == "developer" else m.role, "content": m.content}
+        for m in messages
+    ]
 
 
 class TokenizeRequest(BaseModel):
@@ -158,7 +178,7 @@ class TokenizeRequest(BaseModel):
     model: str | None = None
     prompt: str | None = None
     content: str | None = None
-    messages: list[ChatMessage] | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
     add_generation_prompt: bool = True
     add_special_tokens: bool = Field(
         False, description="accepted for vLLM compatibility; lmforge tokenizers add none"

@@ -380,13 +380,20 @@ async def _completion_chunks(
 # -- /v1/chat/completions ---------------------------------------------------------------------
 
 
-def chat_prompt(served: Served, req: ChatCompletionRequest) -> str:
+def render_messages(
+    served: Served, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+) -> str:
+    """The chat template applied to `messages`; a template's refusal is a 400 on `messages`."""
     from lmforge.errors import ConfigError
 
     try:
-        return served.template.render(req.message_dicts(), add_generation_prompt=True)
+        return served.template.render(messages, add_generation_prompt=add_generation_prompt)
     except ConfigError as exc:
         raise ApiError(400, str(exc), param="messages") from None
+
+
+def chat_prompt(served: Served, req: ChatCompletionRequest) -> str:
+    return render_messages(served, req.message_dicts())
 
 
 async def chat_completions(served: Served, req: ChatCompletionRequest) -> Any:

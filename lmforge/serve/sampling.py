@@ -33,7 +33,10 @@ def filter_logits(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Te
     One sort serves both filters and is only paid when some row uses one of them.
     """
     temps = torch.tensor([r.temperature or 1.0 for r in rows], device=logits.device)
-    logits = logits.float() / temps[:, None]
+    # Shifting by the row max first changes no probability, and keeps a tiny temperature from
+    # overflowing the best logit to +inf (whose softmax would be NaN): it stays 0.
+    logits = logits.float()
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temps[:, None]
     if all(r.top_k <= 0 and r.top_p >= 1.0 for r in rows):
         return logits
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)  # (B, V)
@@ -46,6 +49,7 @@ def filter_logits(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Te
     # Mass strictly before each token: the most likely token always survives (as infer's top-p).
     before = torch.cumsum(probs, dim=-1) - probs
     drop_sorted |= (before >= ps[:, None]) & (ps[:, None] < 1.0)
+    drop_sorted[:, 0] = False  # the likeliest token survives any cut (a top_p that is 0 in fp32)
     drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
     return logits.masked_fill(drop, float("-inf"))
 

@@ -66,7 +66,7 @@ def error_of(response: httpx.Response) -> dict:
         ({"model": "m", "prompt": "a", "presence_penalty": 1.5}, "presence_penalty"),
         ({"model": "m", "prompt": []}, "prompt"),
         ({"model": "m", "prompt": [99999]}, "prompt"),
-        ({"prompt": "a"}, "model"),
+        ({"model": 3, "prompt": "a"}, "model"),
     ],
 )
 def test_a_bad_field_is_a_400_naming_it(served, body, param):

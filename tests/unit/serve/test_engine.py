@@ -211,4 +211,15 @@ def test_per_row_filters_match_single_row_filters():
         apply_top_p(logits[1:2] / 1.3, 0.6),
         logits[2:3],
     ]
-    torch.testing.assert_close(batched, torch.cat(expected))
+    # The same distributions (batched logits are shifted by each row's max, which changes none).
+    torch.testing.assert_close(batched.softmax(-1), torch.cat(expected).softmax(-1))
+    assert torch.equal(torch.isinf(batched), torch.isinf(torch.cat(expected)))
+
+
+def test_a_tiny_temperature_or_top_p_samples_the_argmax_instead_of_nan():
+    logits = torch.tensor([[3.0, 1.0, -2.0], [0.0, 5.0, 4.999]])
+    rows = [RowSampling(1e-30, 1.0, 0), RowSampling(1.0, 5e-324, 2)]
+    gens = [torch.Generator().manual_seed(0) for _ in rows]
+    from lmforge.serve.sampling import sample_rows
+
+    assert sample_rows(logits, rows, gens) == [0, 1]
