@@ -153,8 +153,13 @@ def encode_to_shards(
     unknown: str = "unk",
     on_progress: Callable[[int], None] | None = None,
     task_chars: int | None = None,
+    pool: Pool | None = None,
 ) -> EncodeStats:
-    """Tokenise `chunks` into `writers` (by split), an end-of-text token after each document."""
+    """Tokenise `chunks` into `writers` (by split), an end-of-text token after each document.
+
+    `pool` (from `encoder_pool`) is reused across calls; without one, `workers > 1` starts and
+    stops its own.
+    """
     dtype = next(iter(writers.values())).dtype
     stats = EncodeStats()
     unk_id = tokenizer.unk_id
@@ -179,21 +184,35 @@ def encode_to_shards(
             on_progress(chars)
 
     tasks = (submit(task) for task in group_tasks(chunks, task_chars))
-    if workers <= 1:
+    if pool is None and workers > 1:
+        with encoder_pool(tokenizer, workers, dtype) as own:
+            return encode_to_shards(
+                tokenizer, chunks, writers, workers, unknown, on_progress, task_chars, own
+            )
+    if pool is None:
         for task, splits, texts, eots in tasks:
             write(task, splits, encode_texts(tokenizer, texts, eots, dtype))
         return stats
-    with _spawn_pool(workers, (tokenizer.to_str(), tokenizer.kind, dtype.str)) as pool:
-        pending: deque[tuple[list[Chunk], list[str], AsyncResult]] = deque()
-        for task, splits, texts, eots in tasks:
-            pending.append((task, splits, pool.apply_async(_encode_task, (texts, eots))))
-            if len(pending) >= 2 * workers:
-                done, done_splits, result = pending.popleft()
-                write(done, done_splits, result.get())
-        while pending:
+    pending: deque[tuple[list[Chunk], list[str], AsyncResult]] = deque()
+    for task, splits, texts, eots in tasks:
+        pending.append((task, splits, pool.apply_async(_encode_task, (texts, eots))))
+        if len(pending) >= 2 * workers:
             done, done_splits, result = pending.popleft()
             write(done, done_splits, result.get())
+    while pending:
+        done, done_splits, result = pending.popleft()
+        write(done, done_splits, result.get())
     return stats
+
+
+@contextmanager
+def encoder_pool(tokenizer: Tokenizer, workers: int, dtype: np.dtype) -> Iterator[Pool | None]:
+    """Worker processes for `encode_to_shards` (None for `workers <= 1`: in-process)."""
+    if workers <= 1:
+        yield None
+        return
+    with _spawn_pool(workers, (tokenizer.to_str(), tokenizer.kind, np.dtype(dtype).str)) as pool:
+        yield pool
 
 
 @contextmanager

@@ -1,7 +1,10 @@
-"""Writing a data dir safely: build in `<out>.tmp-<pid>`, rename when complete, no-op when current.
+"""Writing a data dir safely: build in `<out>.partial`, rename when complete, no-op when current.
 
-An interrupted run leaves only a `.tmp-<pid>` dir, which no reader opens and the next run removes
-(when that process is gone). `out` itself appears only by rename, with `meta.json` already inside.
+An interrupted run leaves only `<out>.partial` (with `progress.json`: the config hash, source
+fingerprint, the stages done, the writing pid), which no reader opens. The next run of the same
+command resumes it; a run with another config or changed sources discards it. `out` itself
+appears only by rename, with `meta.json` already inside, so a data dir never looks complete when
+it is not.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from lmforge.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+PROGRESS = "progress.json"
 
 
 def check_existing(
@@ -91,27 +95,64 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def make_tmp_dir(out: Path) -> Path:
-    """A fresh `<out>.tmp-<pid>`; leftovers of dead runs are removed first."""
+def _check_not_busy(pid: int, out: Path) -> None:
+    if pid > 0 and pid != os.getpid() and _pid_alive(pid):
+        raise DataError(
+            f"another lmforge prepare (pid {pid}) is writing {out}; wait for it or choose "
+            "another out="
+        )
+
+
+def open_work_dir(
+    out: Path, config_hash: str, fingerprint: str, fresh: bool = False
+) -> tuple[Path, dict[str, Any]]:
+    """`<out>.partial` and its progress: resumed when it is this build, else started empty.
+
+    `fresh` (from --overwrite) always starts empty. Temp dirs of older lmforge versions
+    (`<out>.tmp-<pid>`) are removed when their process is gone.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f"{out.name}.tmp-*"):
         pid_text = stale.name.rsplit("-", 1)[-1]
-        pid = int(pid_text) if pid_text.isdigit() else -1
-        if pid == os.getpid() or pid <= 0 or not _pid_alive(pid):
-            log.info("removing %s left by an interrupted run", stale)
-            shutil.rmtree(stale, ignore_errors=True)
+        _check_not_busy(int(pid_text) if pid_text.isdigit() else -1, out)
+        log.info("removing %s left by an interrupted run", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    work = out.parent / f"{out.name}.partial"
+    state: dict[str, Any] = {}
+    if work.is_dir():
+        try:
+            state = json.loads((work / PROGRESS).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            state = {}
+        _check_not_busy(int(state.get("pid", -1)), out)
+        same = (
+            state.get("config_hash") == config_hash
+            and state.get("source_fingerprint") == fingerprint
+        )
+        if fresh or not same:
+            log.info("discarding %s (a different or --overwrite build)", work)
+            shutil.rmtree(work)
+            state = {}
         else:
-            raise DataError(
-                f"another lmforge prepare (pid {pid}) is writing {out}; wait for it or choose "
-                "another out="
-            )
-    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    return tmp
+            log.info("resuming the interrupted build in %s", work)
+    work.mkdir(exist_ok=True)
+    if not state:
+        state = {"config_hash": config_hash, "source_fingerprint": fingerprint}
+    state["pid"] = os.getpid()
+    save_progress(work, state)
+    return work, state
+
+
+def save_progress(work: Path, state: dict[str, Any]) -> None:
+    """Write `progress.json` atomically: a crash leaves the old or the new one, never half."""
+    tmp = work / (PROGRESS + ".tmp")
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    tmp.replace(work / PROGRESS)
 
 
 def commit(tmp: Path, out: Path) -> None:
     """Move the finished build into place; an older build at `out` is replaced."""
+    (tmp / PROGRESS).unlink(missing_ok=True)
     old = None
     if out.exists():
         old = out.parent / f"{out.name}.old-{os.getpid()}"

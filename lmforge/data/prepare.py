@@ -18,15 +18,15 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from lmforge.config import Section
-from lmforge.data import encode, sources
+from lmforge.data import encode, sources, units
 from lmforge.data.clean import CleanConfig, Cleaner
-from lmforge.data.outdir import check_existing, commit, make_tmp_dir
+from lmforge.data.outdir import check_existing, commit, open_work_dir, save_progress
 from lmforge.data.reader import DATA_FORMAT_VERSION
 from lmforge.data.shards import SplitWriter, dtype_for_vocab
 from lmforge.data.spool import SpoolWriter, read_spool
@@ -36,6 +36,7 @@ from lmforge.data.tokenizer import (
     build_tokenizer,
     split_for_encoding,
 )
+from lmforge.data.units import plan_split
 from lmforge.errors import DataError
 from lmforge.progress import progress_bar
 from lmforge.verb import Flags, Verb
@@ -43,7 +44,7 @@ from lmforge.verb import Flags, Verb
 log = logging.getLogger(__name__)
 
 # Keys that change where or how fast the data dir is built, never its bytes.
-_NOT_HASHED = ("out", "workers", "cache_dir")
+_NOT_HASHED = ("out", "workers", "cache_dir", "executor", "address", "storage")
 # Corpora below this many characters are tokenised in-process: spawning workers costs more.
 _PARALLEL_MIN_CHARS = 4_000_000
 
@@ -79,6 +80,15 @@ class PrepareConfig(Section):
         "text", description="JSONL/Parquet/Arrow: the field holding the text (a.b nests)"
     )
     workers: int = Field(0, description="tokenising processes; 0 = auto (1 for small corpora)")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local processes, or ray: tokenise units as tasks on a Ray cluster"
+    )
+    address: str | None = Field(
+        None, description="ray: the cluster address HOST:PORT (default: $RAY_ADDRESS)"
+    )
+    storage: str | None = Field(
+        None, description="ray: a path every node reaches; out= and the sources must be in it"
+    )
     shard_tokens: int = Field(100_000_000, description="max tokens per shard file")
     cache_dir: str = Field("~/.cache/lmforge", description="where url: sources are downloaded")
     pydocs_modules: int | None = Field(
@@ -169,16 +179,13 @@ def prepare(cfg: PrepareConfig, overwrite: bool = False) -> PrepareResult:
     )
     if existing is not None:
         return PrepareResult(out, existing, up_to_date=True)
-    tmp = make_tmp_dir(out)
-    try:
-        meta, stats = _build(cfg, inputs, options, tmp)
-        meta["source_fingerprint"] = fingerprint
-        _write_json(tmp / "stats.json", stats)
-        _write_json(tmp / "meta.json", meta)  # written last: its presence means complete
-        commit(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # Kept on failure or interruption: the same command resumes it, anything else discards it.
+    work, state = open_work_dir(out, cfg.content_hash(), fingerprint, fresh=overwrite)
+    meta, stats = _build(cfg, inputs, options, work, state, out)
+    meta["source_fingerprint"] = fingerprint
+    _write_json(work / "stats.json", stats)
+    _write_json(work / "meta.json", meta)  # written last: its presence means complete
+    commit(work, out)
     return PrepareResult(out, meta, stats)
 
 
@@ -194,72 +201,154 @@ def _fingerprint(inputs: list[sources.Input], cfg: PrepareConfig) -> str:
 
 
 def _build(
-    cfg: PrepareConfig, inputs: list[sources.Input], options: sources.SourceOptions, tmp: Path
+    cfg: PrepareConfig,
+    inputs: list[sources.Input],
+    options: sources.SourceOptions,
+    work: Path,
+    state: dict[str, Any],
+    out: Path,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    timings: dict[str, float] = {}
+    """Spool, tokenizer, units, shards; each stage is skipped when `state` says it is done."""
+    timings: dict[str, float] = state.setdefault("timings", {})
+    spool_path = work / "spool.bin"
+    if "spool" not in state or not spool_path.is_file():
+        start = time.perf_counter()
+        state.pop("tokenizer", None)
+        state["spool"] = _spool(cfg, inputs, options, spool_path)
+        timings["read_clean_s"] = time.perf_counter() - start
+        save_progress(work, state)
+    spool = state["spool"]
+
+    tokenizer_path = work / "tokenizer.json"
+    if state.get("tokenizer") and tokenizer_path.is_file():
+        tokenizer = Tokenizer.from_file(tokenizer_path, state["tokenizer"])
+    else:
+        start = time.perf_counter()
+        with progress_bar() as progress:
+            progress.add_task(f"building {cfg.tokenizer.kind} tokenizer", total=None)
+            texts = _spool_texts(spool_path)
+            if cfg.tokenizer.kind == "bpe":
+                budget, seed = cfg.tokenizer.train_bytes, cfg.split.seed
+                texts = training_sample(texts, spool["bytes"], budget, seed)
+            tokenizer = build_tokenizer(cfg.tokenizer, texts)
+        tokenizer.save(tokenizer_path)
+        timings["tokenizer_s"] = time.perf_counter() - start
+        state["tokenizer"] = tokenizer.kind
+        save_progress(work, state)
+
     start = time.perf_counter()
-    read_stats = sources.ReadStats()
-    cleaner = Cleaner(cfg.clean)
-    spool = SpoolWriter(tmp / "spool.bin")
+    dtype = dtype_for_vocab(tokenizer.vocab_size)
+    parts = work / "units"
+    parts.mkdir(exist_ok=True)
+    all_units = units.plan_units([tuple(u) for u in spool["units"]], spool["size"])
+    job = units.UnitJob(
+        spool=str(spool_path.resolve()),
+        parts=str(parts.resolve()),
+        tokenizer=str(tokenizer_path.resolve()),
+        kind=tokenizer.kind,
+        dtype=dtype.str,
+        num_docs=spool["documents"],
+        val_fraction=cfg.split.val_fraction,
+        seed=cfg.split.seed,
+        unknown=cfg.tokenizer.unknown,
+    )
+    done = {u.index: m for u in all_units if (m := units.finished(parts, u.index)) is not None}
+    resumed = len(done)
+    todo = [u for u in all_units if u.index not in done]
+    workers = _resolve_workers(cfg.workers, spool["chars"])
+    if cfg.executor == "ray":
+        done.update(_tokenise_on_ray(cfg, job, todo, out))
+    else:
+        done.update(_tokenise_here(tokenizer, job, todo, workers, spool["chars"], done))
+    timings["tokenise_s"] = timings.get("tokenise_s", 0.0) + time.perf_counter() - start
+
+    start = time.perf_counter()
+    writers = {s: SplitWriter(work, s, dtype, cfg.shard_tokens) for s in units.SPLITS}
     try:
-        _clean_into(spool, sources.iter_documents(inputs, options, read_stats), cleaner)
+        units.assemble(parts, all_units, writers)
     finally:
-        spool.close()
-    _check_not_empty(cfg, read_stats, cleaner, spool)
-    timings["read_clean_s"] = time.perf_counter() - start
+        shards = {s: [p.name for p in w.close()] for s, w in writers.items()}
+    timings["assemble_s"] = time.perf_counter() - start
+    shutil.rmtree(parts)
+    spool_path.unlink()
 
-    start = time.perf_counter()
-    with progress_bar() as progress:
-        progress.add_task(f"building {cfg.tokenizer.kind} tokenizer", total=None)
-        texts = _spool_texts(spool.path)
-        if cfg.tokenizer.kind == "bpe":
-            texts = training_sample(texts, spool.bytes, cfg.tokenizer.train_bytes, cfg.split.seed)
-        tokenizer = build_tokenizer(cfg.tokenizer, texts)
-    tokenizer.save(tmp / "tokenizer.json")
-    timings["tokenizer_s"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    tokens, shards, enc, workers = _tokenise(cfg, tokenizer, spool, tmp)
-    timings["tokenise_s"] = time.perf_counter() - start
-
-    val_mask = plan_split(spool.documents, cfg.split.val_fraction, cfg.split.seed)
-    split_docs = _split_documents(spool.documents, val_mask, cfg.split.val_fraction)
-    meta = _meta(cfg, tokenizer, tokens, split_docs, shards, cleaner)
+    tokens = {s: writers[s].num_tokens for s in units.SPLITS}
+    val_mask = plan_split(spool["documents"], cfg.split.val_fraction, cfg.split.seed)
+    split_docs = _split_documents(spool["documents"], val_mask, cfg.split.val_fraction)
+    meta = _meta(cfg, tokenizer, tokens, split_docs, shards, spool["clean"])
+    read = dict(spool["read"])
     stats = {
-        "read": {k: v for k, v in vars(read_stats).items() if k != "skipped"},
-        "skipped": read_stats.skipped[:100],
-        "clean": [s.as_dict() for s in cleaner.stats],
-        "unknown_tokens": enc.unknown,
+        "read": {k: v for k, v in read.items() if k != "skipped"},
+        "skipped": read.get("skipped", [])[:100],
+        "clean": spool["clean"],
+        "unknown_tokens": sum(m["unknown"] for m in done.values()),
         "workers": workers,
+        "executor": cfg.executor,
+        "units": len(all_units),
+        "resumed_units": resumed,
         "timings": timings,
     }
     return meta, stats
 
 
-def _tokenise(
-    cfg: PrepareConfig, tokenizer: Tokenizer, spool: SpoolWriter, tmp: Path
-) -> tuple[dict[str, int], dict[str, list[str]], encode.EncodeStats, int]:
-    """Spool -> train/val shards; returns tokens and shard names per split, stats, workers."""
-    dtype = dtype_for_vocab(tokenizer.vocab_size)
-    writers = {s: SplitWriter(tmp, s, dtype, cfg.shard_tokens) for s in ("train", "val")}
-    val_mask = plan_split(spool.documents, cfg.split.val_fraction, cfg.split.seed)
-    docs = _route(spool.path, val_mask, cfg.split.val_fraction)
-    workers = _resolve_workers(cfg.workers, spool.chars)
+def _spool(
+    cfg: PrepareConfig, inputs: list[sources.Input], options: sources.SourceOptions, path: Path
+) -> dict[str, Any]:
+    """Read + clean every document into the spool; what later stages need to know about it."""
+    read_stats = sources.ReadStats()
+    cleaner = Cleaner(cfg.clean)
+    spool = SpoolWriter(path)
     try:
-        with progress_bar() as progress:
-            task = progress.add_task("tokenising (chars)", total=spool.chars)
-            enc = encode.encode_to_shards(
-                tokenizer,
-                encode.chunk_documents(docs, tokenizer.chunkable),
-                writers,
-                workers,
-                cfg.tokenizer.unknown,
-                on_progress=lambda n: progress.advance(task, n),
-            )
+        _clean_into(spool, sources.iter_documents(inputs, options, read_stats), cleaner)
     finally:
-        shards = {s: [p.name for p in w.close()] for s, w in writers.items()}
-    spool.path.unlink()
-    return {s: w.num_tokens for s, w in writers.items()}, shards, enc, workers
+        spool.close()
+    _check_not_empty(cfg, read_stats, cleaner, spool)
+    return {
+        "documents": spool.documents,
+        "chars": spool.chars,
+        "bytes": spool.bytes,
+        "size": path.stat().st_size,
+        "units": spool.units,
+        "read": vars(read_stats),
+        "clean": [s.as_dict() for s in cleaner.stats],
+    }
+
+
+def _tokenise_here(
+    tokenizer: Tokenizer,
+    job: units.UnitJob,
+    todo: list[units.Unit],
+    workers: int,
+    total_chars: int,
+    done: dict[int, dict[str, Any]],
+) -> dict[int, dict[str, Any]]:
+    """The units left, one after the other, each spread over `workers` local processes."""
+    results = {}
+    dtype = np.dtype(job.dtype)
+    with progress_bar() as progress, encode.encoder_pool(tokenizer, workers, dtype) as pool:
+        already = sum(m["chars"] for m in done.values())
+        task = progress.add_task("tokenising (chars)", total=total_chars, completed=already)
+        for unit in todo:
+            results[unit.index] = units.tokenise_unit(
+                job, unit, workers, pool, tokenizer, lambda n: progress.advance(task, n)
+            )
+    return results
+
+
+def _tokenise_on_ray(
+    cfg: PrepareConfig, job: units.UnitJob, todo: list[units.Unit], out: Path
+) -> dict[int, dict[str, Any]]:
+    """The units left as Ray tasks (one CPU each) on the cluster at `address`/`$RAY_ADDRESS`."""
+    from lmforge.executor import ExecutorSpec, check_storage, connect_ray, run_jobs
+
+    ray = connect_ray(cfg.address)
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    check_storage(nodes, cfg.storage, out)
+    spec = ExecutorSpec(
+        "ray", workers=cfg.workers, threads=1, address=cfg.address, storage=cfg.storage
+    )
+    jobs = [units.job_args(job, unit) for unit in todo]
+    return {todo[i].index: marker for i, marker in run_jobs(units.run_unit_job, jobs, spec)}
 
 
 def _clean_into(spool: SpoolWriter, docs: Iterator[sources.Document], cleaner: Cleaner) -> None:
@@ -327,32 +416,6 @@ def training_sample(
         yield text
 
 
-def plan_split(num_docs: int, val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of val documents: a seeded random `val_fraction` of them (at least one).
-
-    A one-document corpus gets an all-False mask; `_route` then cuts its tail off instead.
-    """
-    mask = np.zeros(num_docs, dtype=bool)
-    if num_docs < 2 or val_fraction == 0.0:
-        return mask
-    count = min(num_docs - 1, max(1, round(num_docs * val_fraction)))
-    mask[np.random.default_rng(seed).permutation(num_docs)[:count]] = True
-    return mask
-
-
-def _route(
-    spool: Path, val_mask: np.ndarray, val_fraction: float
-) -> Iterator[tuple[str, str, str]]:
-    """(name, text, split) per document; a lone document is split at its last `val_fraction`."""
-    for i, (name, text) in enumerate(read_spool(spool)):
-        if len(val_mask) == 1 and val_fraction > 0.0:
-            cut = int(len(text) * (1.0 - val_fraction))  # nanoGPT's character cut
-            yield name, text[:cut], "train"
-            yield name, text[cut:], "val"
-        else:
-            yield name, text, "val" if val_mask[i] else "train"
-
-
 def _split_documents(num_docs: int, val_mask: np.ndarray, val_fraction: float) -> dict[str, int]:
     if num_docs == 1 and val_fraction > 0.0:
         return {"train": 1, "val": 1}
@@ -374,7 +437,7 @@ def _meta(
     tokens: dict[str, int],
     documents: dict[str, int],
     shards: dict[str, list[str]],
-    cleaner: Cleaner,
+    cleaning: list[dict[str, Any]],
 ) -> dict[str, Any]:
     from lmforge import __version__
 
@@ -400,7 +463,7 @@ def _meta(
         "source_fingerprint": "",
         "config": cfg.model_dump(mode="json"),
         "config_hash": cfg.content_hash(),
-        "cleaning": [s.as_dict() for s in cleaner.stats],
+        "cleaning": cleaning,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

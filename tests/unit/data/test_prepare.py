@@ -12,7 +12,7 @@ import pytest
 import tokenizers
 
 from lmforge.config import build_config
-from lmforge.data import encode
+from lmforge.data import encode, spool, units
 from lmforge.data.prepare import (
     PrepareConfig,
     default_out,
@@ -22,7 +22,6 @@ from lmforge.data.prepare import (
     training_sample,
 )
 from lmforge.data.reader import DataDir
-from lmforge.data.shards import SplitWriter
 from lmforge.errors import ConfigError, DataError
 
 EOT = "<|endoftext|>"
@@ -127,26 +126,47 @@ def test_rerun_is_noop_and_changes_need_overwrite(tmp_path, capsys):
     assert not list(tmp_path.glob("d.*"))  # no temp or old dirs left behind
 
 
-def test_interrupted_run_leaves_nothing_complete(tmp_path, monkeypatch):
-    src = _write_corpus(tmp_path / "src", num_docs=5)
+def test_interrupted_run_leaves_nothing_complete_and_resumes(tmp_path, monkeypatch):
+    src = _write_corpus(tmp_path / "src", num_docs=60)
+    reference = prepare(_cfg(source=str(src), out=str(tmp_path / "ref")))
     out = tmp_path / "d"
+    monkeypatch.setattr(spool, "UNIT_BYTES", 300)  # many units
+    calls = []
+    real = units.tokenise_unit
 
-    def interrupt(self, tokens):
-        raise KeyboardInterrupt
+    def interrupted_after_three(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(SplitWriter, "write", interrupt)
+        patch.setattr(units, "tokenise_unit", interrupted_after_three)
         with pytest.raises(KeyboardInterrupt):
             prepare(_cfg(source=str(src), out=str(out)))
-    assert not out.exists() and not list(tmp_path.glob("d.tmp-*"))
-    # A run killed outright leaves its temp dir; it is never opened and the next run removes it.
-    stale = tmp_path / "d.tmp-999999999"
-    stale.mkdir()
-    (stale / "meta.json").write_text("{}")
+    partial = tmp_path / "d.partial"
+    assert not out.exists() and len(list((partial / "units").glob("*.json"))) == 3
     with pytest.raises(DataError, match="does not exist"):
         DataDir.open(out)
-    prepare(_cfg(source=str(src), out=str(out)))
-    assert DataDir.open(out).num_tokens("train") > 0 and not stale.exists()
+    # The same command again: no flag, the three finished units are skipped.
+    result = prepare(_cfg(source=str(src), out=str(out)))
+    assert result.stats["resumed_units"] == 3 and result.stats["units"] > 3
+    assert not partial.exists()
+    for name in ("tokenizer.json", "train_000.bin", "val_000.bin"):
+        assert (out / name).read_bytes() == (reference.out / name).read_bytes()
+    # Another config discards a partial build instead of resuming it.
+    with monkeypatch.context() as patch:
+        patch.setattr(units, "tokenise_unit", interrupted_after_three)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(_cfg(source=str(src), out=str(tmp_path / "e")))
+    changed = prepare(_cfg(source=str(src), out=str(tmp_path / "e"), split={"seed": 3}))
+    assert changed.stats["resumed_units"] == 0
+    # A run killed outright by an older lmforge left a temp dir; the next run removes it.
+    stale = tmp_path / "f.tmp-999999999"
+    stale.mkdir()
+    (stale / "meta.json").write_text("{}")
+    prepare(_cfg(source=str(src), out=str(tmp_path / "f")))
+    assert not stale.exists()
 
 
 def test_out_that_is_not_a_data_dir_is_refused(tmp_path):

@@ -9,8 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from lmforge import cli
 from lmforge.data.reader import DataDir
+from lmforge.errors import DataError
 
 LMFORGE = Path(sys.executable).parent / "lmforge"
 
@@ -66,13 +69,16 @@ def test_killed_run_leaves_nothing_a_later_run_trusts(shared_data, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("ts.tmp-*")) and time.monotonic() < deadline:
+    partial = tmp_path / "ts.partial"
+    while not partial.exists() and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    assert not out.exists() and list(tmp_path.glob("ts.tmp-*"))
-    assert cli.main(args) == 0
-    assert DataDir.open(out).num_tokens("val") > 0 and not list(tmp_path.glob("ts.tmp-*"))
+    assert not out.exists() and partial.is_dir()  # never taken for a data dir
+    with pytest.raises(DataError, match="no meta.json"):
+        DataDir.open(partial)
+    assert cli.main(args) == 0  # the same command resumes (or restarts) the build
+    assert DataDir.open(out).num_tokens("val") > 0 and not partial.exists()
 
 
 def test_ctrl_c_with_workers_prints_one_line_and_cleans_up(shared_data, tmp_path):
@@ -101,4 +107,4 @@ def test_ctrl_c_with_workers_prints_one_line_and_cleans_up(shared_data, tmp_path
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole group gets SIGINT
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip() == "error: interrupted"
-    assert not out.exists() and not list(tmp_path.glob("d.tmp-*"))
+    assert not out.exists() and (tmp_path / "d.partial").is_dir()
