@@ -162,12 +162,12 @@ def create_app(
         return _model_card(s, state.created)
 
     @app.post("/v1/completions", dependencies=guarded, tags=["openai"], responses=generation)
-    async def completions(body: CompletionRequest) -> Any:
-        return await routes.completions(served(), body)
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        return await routes.completions(served(), body, lambda: _disconnect(request))
 
     @app.post("/v1/chat/completions", dependencies=guarded, tags=["openai"], responses=generation)
-    async def chat_completions(body: ChatCompletionRequest) -> Any:
-        return await routes.chat_completions(served(), body)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        return await routes.chat_completions(served(), body, lambda: _disconnect(request))
 
     @app.post("/tokenize", dependencies=guarded, tags=["tokenizer"], responses=errors)
     def tokenize(body: TokenizeRequest) -> dict[str, Any]:
@@ -252,6 +252,15 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
                 operation.get("responses", {}).pop("422", None)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read by then, so the
+    next ASGI message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _model_card(served: routes.Served, created: int) -> dict[str, Any]:

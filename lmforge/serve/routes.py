@@ -13,11 +13,11 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from lmforge.serve.engine import (
     ChoiceFinished,
@@ -34,6 +34,7 @@ from lmforge.serve.protocol import ApiError, ChatCompletionRequest, CompletionRe
 from lmforge.serve.sampling import RowSampling
 
 DEFAULT_CHAT_TOKENS_UNBOUNDED = 1024  # chat's default for a model without a context (LSTM)
+Watcher = Callable[[], Awaitable[None]]  # returns when the client has gone away
 
 
 @dataclass
@@ -161,6 +162,23 @@ class Job:
             yield index, event
 
 
+async def unless_disconnected(body: Awaitable[dict[str, Any]], disconnected: Watcher | None) -> Any:
+    """The response body, or an empty 499 once the client has gone away (the caller then cancels
+    the engine requests, so a non-streamed request frees its rows too)."""
+    if disconnected is None:
+        return await body
+    work = asyncio.ensure_future(body)
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if work in done:
+        return work.result()
+    work.cancel()
+    return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
+
 def _request_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
@@ -236,7 +254,9 @@ def chat_logprobs(served: Served, infos: list[TokenInfo]) -> dict[str, Any]:
 # -- /v1/completions --------------------------------------------------------------------------
 
 
-async def completions(served: Served, req: CompletionRequest) -> Any:
+async def completions(
+    served: Served, req: CompletionRequest, disconnected: Watcher | None = None
+) -> Any:
     check_model(served, req.model)
     if req.best_of is not None and req.best_of != req.n:
         raise ApiError(400, "best_of must equal n (no server-side ranking)", param="best_of")
@@ -269,7 +289,9 @@ async def completions(served: Served, req: CompletionRequest) -> Any:
     if req.stream:
         return stream_response(job, _completion_chunks(served, req, job, prompts, head))
     try:
-        return await _completion_body(served, req, job, prompts, head)
+        return await unless_disconnected(
+            _completion_body(served, req, job, prompts, head), disconnected
+        )
     finally:
         job.cancel()
 
@@ -396,7 +418,9 @@ def chat_prompt(served: Served, req: ChatCompletionRequest) -> str:
     return render_messages(served, req.message_dicts())
 
 
-async def chat_completions(served: Served, req: ChatCompletionRequest) -> Any:
+async def chat_completions(
+    served: Served, req: ChatCompletionRequest, disconnected: Watcher | None = None
+) -> Any:
     check_model(served, req.model)
     _check_n(served, req.n)
     if req.top_logprobs is not None and not req.logprobs:
@@ -420,7 +444,7 @@ async def chat_completions(served: Served, req: ChatCompletionRequest) -> Any:
     if req.stream:
         return stream_response(job, _chat_chunks(served, req, job, head))
     try:
-        return await _chat_body(served, req, job, head)
+        return await unless_disconnected(_chat_body(served, req, job, head), disconnected)
     finally:
         job.cancel()
 

@@ -245,3 +245,25 @@ def test_tokenize_and_detokenize(served, tok):
 
 def served_run_dir(server: Server):
     return server.proc.args[4]
+
+
+def test_a_client_leaving_a_non_streamed_request_cancels_it(served):
+    def cancelled() -> float:
+        text = httpx.get(served.url + "/metrics").text
+        found = [ln for ln in text.splitlines() if 'status="cancelled"' in ln]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    before = cancelled()
+    body = {"model": "tiny-gpt", "prompt": "the", "max_tokens": 250, "n": 4, "ignore_eos": True}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(
+            served.url + "/v1/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=0.1,
+        )
+    deadline = time.monotonic() + 5
+    while cancelled() == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cancelled() == before + 1
+    assert served.health()["active_rows"] == 0
