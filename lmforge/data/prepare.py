@@ -1,9 +1,11 @@
 """`lmforge prepare`: raw text -> a data dir (tokenizer.json, meta.json, stats.json, shards).
 
-Two passes: read + clean every document into a spool (counting each step), then build the
-tokenizer (BPE trains on the spool) and tokenise the spool in parallel into shards. Everything is
-written into `<out>.tmp-<pid>` and renamed to `out` only when complete, so an interrupted run never
-leaves something a later run would take for a data dir. Same inputs + config again is a no-op.
+Stages: read + clean every document into a spool (counting each step); build the tokenizer
+(BPE trains on a seeded sample of the spool); tokenise the spool's units (`units.py`) in local
+processes or as Ray tasks; assemble the units' parts into shards. Everything is written into
+`<out>.partial` and renamed to `out` only when complete, so an interrupted run never leaves
+something a later run would take for a data dir, and `progress.json` there lets the same command
+resume where it stopped. Same inputs + config again is a no-op.
 """
 
 from __future__ import annotations
