@@ -499,6 +499,11 @@ def format_report(result: PrepareResult) -> str:
             lines.append(f"encoding_errors={meta['config']['encoding_errors']}: {notes}")
         if result.stats.get("unknown_tokens"):
             lines.append(f"characters mapped to <unk>: {result.stats['unknown_tokens']:,}")
+        if result.stats.get("resumed_units"):
+            lines.append(
+                f"resumed an interrupted build: {result.stats['resumed_units']} of "
+                f"{result.stats['units']} units were already tokenised"
+            )
         lines.append("")
     lines.append(f"data dir:  {result.out}")
     lines.append(

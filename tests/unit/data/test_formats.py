@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 import warnings
 from pathlib import Path
@@ -16,6 +17,8 @@ from lmforge.data import sources
 from lmforge.data.prepare import PrepareConfig, prepare
 from lmforge.errors import DataError
 
+# datasets only writes local dirs here; offline mode makes sure it never reaches for the Hub.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 for _module in ("pyarrow", "zstandard", "datasets"):
     if importlib.util.find_spec(_module) is None:
         require(False, f"{_module} not installed (pip install 'lmforge[formats]')")

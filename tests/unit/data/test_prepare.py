@@ -151,6 +151,7 @@ def test_interrupted_run_leaves_nothing_complete_and_resumes(tmp_path, monkeypat
     # The same command again: no flag, the three finished units are skipped.
     result = prepare(_cfg(source=str(src), out=str(out)))
     assert result.stats["resumed_units"] == 3 and result.stats["units"] > 3
+    assert "resumed an interrupted build: 3 of" in format_report(result)
     assert not partial.exists()
     for name in ("tokenizer.json", "train_000.bin", "val_000.bin"):
         assert (out / name).read_bytes() == (reference.out / name).read_bytes()
