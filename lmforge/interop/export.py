@@ -3,7 +3,8 @@
 Writes `config.json` (Llama or GPT-2), `model.safetensors`, `generation_config.json` and the
 tokenizer files into a temp dir that is renamed to OUT when complete. Needs no `transformers`:
 `interop/hf.py` translates config and weights, `interop/hf_tokenizer.py` the tokenizer. A LoRA run
-exports merged (`load_run` folds the adapter in); `format=peft` writes its adapter (`peft.py`).
+exports merged (`load_run` folds the adapter in); `format=peft` writes its adapter (`peft.py`). A
+span-QA run (`span_qa/`) exports as the family's `*ForQuestionAnswering` model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lmforge.interop.config import ExportConfig
 from lmforge.interop.hf import hf_family, to_hf_config, to_hf_state_dict
 from lmforge.interop.hf_tokenizer import write_hf_tokenizer
 from lmforge.models import GPTConfig
+from lmforge.models.heads import HEAD_FILE, SPAN_DIR
 from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ def export_hf(
     tmp.mkdir(parents=True)
     try:
         _write_model(tmp, model, cfg, tokenizer, dtype)
+        if (Path(run_dir) / SPAN_DIR).is_dir():  # a span-QA run: Transformers' QA class
+            _write_qa_model(tmp, Path(run_dir) / SPAN_DIR, family, dtype)
         write_hf_tokenizer(tokenizer, tmp, model_max_length=cfg.max_seq_len)
         _replace_dir(tmp, out)
     except BaseException:
@@ -78,6 +82,25 @@ def _write_model(
     }
     _write_json(directory / "config.json", hf_config)
     _write_json(directory / "generation_config.json", generation)
+
+
+def _write_qa_model(directory: Path, head_dir: Path, family: str, dtype: str) -> None:
+    """Turn the causal-LM export in `directory` into `LlamaForQuestionAnswering` /
+    `GPT2ForQuestionAnswering`: the body under `transformer.`, the span head as `qa_outputs`."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(directory / "model.safetensors"))
+    state.pop("lm_head.weight", None)  # a QA model has no LM head
+    if family == "llama":  # LlamaForQuestionAnswering keeps its LlamaModel as `transformer`
+        state = {"transformer." + k.removeprefix("model."): v for k, v in state.items()}
+    head = load_file(str(head_dir / HEAD_FILE))
+    for name, tensor in head.items():
+        state[f"qa_outputs.{name}"] = tensor.to(_DTYPES[dtype]).contiguous()
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    qa_class = "LlamaForQuestionAnswering" if family == "llama" else "GPT2ForQuestionAnswering"
+    config["architectures"] = [qa_class]
+    _write_json(directory / "config.json", config)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Heads on top of a language model: sequence classification (pooled hidden states -> classes).
+"""Heads on top of a language model: sequence classification (pooled hidden states -> classes)
+and extractive question answering (`SpanQAHead`: start/end logits per token).
 
 `SequenceClassifier` wraps any model with `hidden_states(tokens) -> (B, T, d)` (GPT and LSTM) and
 adds dropout + a linear head over the mean of the hidden states or the last token's. Inputs are
@@ -142,5 +143,79 @@ def load_head(body: nn.Module, directory: Path) -> tuple[SequenceClassifier, dic
         raise CheckpointError(f"{meta_path} is from a newer lmforge; upgrade lmforge")
     model = SequenceClassifier(body, len(meta["labels"]), meta["pooling"])
     model.head.load_state_dict(state)
+    device = next(body.parameters()).device
+    return model.to(device).eval(), meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Extractive question answering: a start/end head (Transformers' `qa_outputs`)
+
+SPAN_DIR = "span_qa"  # a span-QA run's head, beside its body's checkpoints
+SPAN_META_FILE = "span_qa.json"
+
+
+class SpanQAHead(nn.Module):
+    """Token ids (B, T) -> (start logits (B, T), end logits (B, T)), fp32.
+
+    One `Linear(d, 2)` on the body's final normed hidden states, as Transformers'
+    `*ForQuestionAnswering` models (`qa_outputs`); which positions may hold an answer (the
+    context's, not the question's or the pads') is the decoder's business, not the head's.
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.qa_outputs = nn.Linear(body.lm_head.in_features, 2)
+        nn.init.normal_(self.qa_outputs.weight, std=0.02)
+        nn.init.zeros_(self.qa_outputs.bias)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.qa_outputs(self.body.hidden_states(tokens)).float()  # (B, T, 2)
+        start, end = logits.unbind(dim=-1)  # (B, T) each
+        return start, end
+
+    @property
+    def config(self) -> Any:
+        return self.body.config
+
+    @property
+    def max_context(self) -> int | None:
+        return self.body.max_context
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.body.vocab_size)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        return self.body.flops_per_token(seq_len)
+
+    def num_params(self) -> int:
+        return self.body.num_params() + sum(p.numel() for p in self.qa_outputs.parameters())
+
+
+def save_span_head(model: SpanQAHead, directory: Path, meta: dict[str, Any]) -> None:
+    """Write `head.safetensors` (qa_outputs) and `span_qa.json` (task, max_len, ...)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.qa_outputs.state_dict().items()}
+    save_file(state, str(directory / HEAD_FILE))
+    payload = {"format_version": FORMAT_VERSION, **meta}
+    (directory / SPAN_META_FILE).write_text(json.dumps(payload, indent=2) + "\n", "utf-8")
+
+
+def load_span_head(body: nn.Module, directory: Path) -> tuple[SpanQAHead, dict[str, Any]]:
+    """The span-QA model saved by `save_span_head` around `body`, and its metadata."""
+    from safetensors.torch import load_file
+
+    try:
+        meta = json.loads((directory / SPAN_META_FILE).read_text(encoding="utf-8"))
+        state = load_file(str(directory / HEAD_FILE))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory} holds no readable span-QA head ({exc})") from None
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{directory / SPAN_META_FILE} is from a newer lmforge; upgrade")
+    model = SpanQAHead(body)
+    model.qa_outputs.load_state_dict(state)
     device = next(body.parameters()).device
     return model.to(device).eval(), meta
