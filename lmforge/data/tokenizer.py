@@ -218,8 +218,11 @@ class Tokenizer:
         `tokenizers` splits added tokens out of the raw text before normalising or
         pre-tokenising the pieces between them, so this holds unless the end-of-text token
         strips its neighbours or is matched after normalisation, or another added token could
-        match across a document border (one that overlaps the end-of-text text).
+        match across a document border (one that overlaps the end-of-text text). Truncation or
+        padding in the tokenizer.json applies per call, so it rules joining out too.
         """
+        if self._json.get("truncation") or self._json.get("padding"):
+            return False
         for token in self._json.get("added_tokens") or []:
             content = token.get("content", "")
             if content == EOT:
@@ -237,6 +240,9 @@ class Tokenizer:
     @property
     def chunkable(self) -> bool:
         """True when cutting text at `split_for_encoding` boundaries leaves the ids unchanged."""
+        # Truncation and padding apply per call, so a cut would change them.
+        if self._json.get("truncation") or self._json.get("padding"):
+            return False
         # An added token that strips its neighbours could eat the space a cut falls before.
         for token in self._json.get("added_tokens") or []:
             if token.get("lstrip") or token.get("rstrip") or token.get("single_word"):

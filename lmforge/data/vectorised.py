@@ -52,6 +52,8 @@ class VectorEncoder:
             or model.get("merges")
             or data.get("normalizer") is not None
             or data.get("post_processor") is not None
+            or data.get("truncation")
+            or data.get("padding")
             or model.get("dropout") is not None
             or model.get("byte_fallback")
             or model.get("fuse_unk")

@@ -87,7 +87,11 @@ def test_two_workers_and_a_tokenizer_that_cannot_join(tmp_path):
     stripping = Tokenizer.from_str(json.dumps(data))
     assert not stripping.joins_documents
     docs.append(("spaces", "   leading spaces", "train"))
-    for i, tok in enumerate((tokenizer, stripping)):
+    truncating = Tokenizer.from_str(tokenizer.to_str())
+    truncating.inner.enable_truncation(50)  # per call: joining documents would change the ids
+    truncating = Tokenizer.from_str(truncating.inner.to_str())
+    assert not truncating.joins_documents
+    for i, tok in enumerate((tokenizer, stripping, truncating)):
         expected = _old_path(tok, docs, 1000)
         assert _new_path(tmp_path / f"w2-{i}", tok, docs, 2, 1000)[0] == expected
         assert _new_path(tmp_path / f"w1-{i}", tok, docs, 1, 1000)[0] == expected
