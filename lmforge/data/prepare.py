@@ -257,7 +257,7 @@ def _build(
     done = {u.index: m for u in all_units if (m := units.finished(parts, u.index)) is not None}
     resumed = len(done)
     todo = [u for u in all_units if u.index not in done]
-    workers = _resolve_workers(cfg.workers, spool["chars"])
+    workers = _resolve_workers(cfg.workers, spool["chars"], tokenizer.vector_encoder is not None)
     if cfg.executor == "ray":
         done.update(_tokenise_on_ray(cfg, job, todo, out))
     else:
@@ -425,10 +425,12 @@ def _split_documents(num_docs: int, val_mask: np.ndarray, val_fraction: float) -
     return {"train": num_docs - val, "val": val}
 
 
-def _resolve_workers(workers: int, chars: int) -> int:
+def _resolve_workers(workers: int, chars: int, vectorised: bool = False) -> int:
     if workers:
         return workers
-    if chars < _PARALLEL_MIN_CHARS:
+    # The numpy char/byte path outruns the driver's reading of the spool, so shipping text to
+    # worker processes would only add copies; small corpora do not pay for spawning.
+    if vectorised or chars < _PARALLEL_MIN_CHARS:
         return 1
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 
