@@ -183,7 +183,12 @@ def prepare(cfg: PrepareConfig, overwrite: bool = False) -> PrepareResult:
         return PrepareResult(out, existing, up_to_date=True)
     # Kept on failure or interruption: the same command resumes it, anything else discards it.
     work, state = open_work_dir(out, cfg.content_hash(), fingerprint, fresh=overwrite)
-    meta, stats = _build(cfg, inputs, options, work, state, out)
+    try:
+        meta, stats = _build(cfg, inputs, options, work, state, out)
+    except BaseException:
+        if "spool" not in state:  # failed while reading: nothing worth resuming
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     meta["source_fingerprint"] = fingerprint
     _write_json(work / "stats.json", stats)
     _write_json(work / "meta.json", meta)  # written last: its presence means complete

@@ -189,6 +189,7 @@ def test_empty_and_fully_filtered_corpora(tmp_path):
     with pytest.raises(DataError, match="all 3 documents"):
         prepare(_cfg(source=str(src), out=str(tmp_path / "d"), clean={"min_chars": 10**6}))
     assert not (tmp_path / "d").exists()
+    assert not (tmp_path / "d.partial").exists()  # nothing worth resuming is not kept
 
 
 def test_bad_bytes_counts_reach_stats_and_report(tmp_path):
