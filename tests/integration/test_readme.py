@@ -36,7 +36,9 @@ def tour_commands() -> list[list[str]]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     block = re.search(r"A tour.*?```bash\n(.*?)```", text, re.S)
     assert block, "README.md lost its tour block"
-    return [shlex.split(line, comments=True) for line in block.group(1).splitlines() if line.strip()]
+    return [
+        shlex.split(line, comments=True) for line in block.group(1).splitlines() if line.strip()
+    ]
 
 
 @pytest.mark.slow
