@@ -39,9 +39,16 @@ class VectorEncoder:
         self.table = table  # code point (unit "char") or byte (unit "byte") -> id
         self.unit = unit
         self.added = added
+        # lmforge's byte tokenizer: id == byte value, so the lookup is a cast.
+        self._identity = unit == "byte" and bool(np.array_equal(table, np.arange(256)))
         # Longest first: Python's alternation is leftmost-first, so this is leftmost-longest.
-        names = sorted(added, key=lambda t: (-len(t), t))
+        names = sorted(added, key=lambda t: (-len(t.encode("utf-8")), -len(t), t))
         self._split = re.compile("|".join(re.escape(t) for t in names)) if names else None
+        self._split_bytes = (
+            re.compile(b"|".join(re.escape(t.encode("utf-8")) for t in names)) if names else None
+        )
+        self._added_ids: dict[str | bytes, int] = {**added}
+        self._added_ids.update({t.encode("utf-8"): i for t, i in added.items()})
 
     @classmethod
     def for_tokenizer(cls, data: dict[str, Any]) -> VectorEncoder | None:
@@ -103,23 +110,29 @@ class VectorEncoder:
         return cls(table, "byte", added)
 
     def encode(self, text: str) -> np.ndarray:
-        """Ids of `text` as uint32 (the tokenizer's ids, no BOS/EOS)."""
-        if self._split is None or self._split.search(text) is None:
-            return self._plain(text)
-        pieces, start = [], 0
-        for match in self._split.finditer(text):
-            if match.start() > start:
-                pieces.append(self._plain(text[start : match.start()]))
-            pieces.append(np.asarray([self.added[match.group()]], dtype=np.uint32))
-            start = match.end()
-        if start < len(text):
-            pieces.append(self._plain(text[start:]))
-        return np.concatenate(pieces)
+        """Ids of `text` as uint32 (the tokenizer's ids, no BOS/EOS).
 
-    def _plain(self, text: str) -> np.ndarray:
+        One lookup over the whole text, then each added token's span is collapsed to its id:
+        the matches are found in the same units the lookup used (code points, or UTF-8 bytes,
+        where a token's bytes can only match at a character boundary).
+        """
         if self.unit == "byte":
-            return self.table[np.frombuffer(text.encode("utf-8"), dtype=np.uint8)]
-        return self.table[np.frombuffer(text.encode("utf-32-le"), dtype="<u4")]
+            data = text.encode("utf-8")
+            raw = np.frombuffer(data, dtype=np.uint8)
+            ids = raw.astype(np.uint32) if self._identity else self.table[raw]
+            matches = self._split_bytes.finditer(data) if self._split_bytes else ()
+        else:
+            ids = self.table[np.frombuffer(text.encode("utf-32-le"), dtype="<u4")]
+            matches = self._split.finditer(text) if self._split else ()
+        keep = None
+        for match in matches:
+            start, end = match.span()
+            ids[start] = self._added_ids[match.group()]
+            if end - start > 1:
+                if keep is None:
+                    keep = np.ones(len(ids), dtype=bool)
+                keep[start + 1 : end] = False
+        return ids if keep is None else ids[keep]
 
 
 def count_code_points(texts: Any, batch_chars: int = 1 << 22) -> np.ndarray:
