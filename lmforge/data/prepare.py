@@ -89,7 +89,7 @@ class PrepareConfig(Section):
         None, description="ray: the cluster address HOST:PORT (default: $RAY_ADDRESS)"
     )
     storage: str | None = Field(
-        None, description="ray: a path every node reaches; out= and the sources must be in it"
+        None, description="ray: a path every node reaches (out= must be inside it)"
     )
     shard_tokens: int = Field(100_000_000, description="max tokens per shard file")
     cache_dir: str = Field("~/.cache/lmforge", description="where url: sources are downloaded")
