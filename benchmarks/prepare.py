@@ -6,11 +6,12 @@ and TREC, written as JSONL files of <= 64 MB. Then, in MB/s of UTF-8 text:
 
 - raw `tokenizers` (`encode_batch` and `encode_batch_fast`, batches of 1000 documents, its own
   threads): the reference, for a BPE tokenizer.json (4096, trained here), char and byte;
-- reading + default cleaning (`sources` + `Cleaner`);
+- reading + default cleaning (`sources` + `Cleaner`), of the JSONL and of the same documents as
+  Parquet;
 - the tokenisation stage alone (`encode.encode_to_shards`, shards written), 1 and 2 workers;
 - BPE training on the seeded `tokenizer.train_bytes` sample (seconds);
-- a whole `lmforge prepare` with `tokenizer.kind=file` in a subprocess, 1 and 2 workers, with the
-  peak RSS of its process tree (sampled every 50 ms);
+- a whole `lmforge prepare` with `tokenizer.kind=file` in a subprocess, 1 and 2 workers (and from
+  the Parquet copy, 2 workers), with the peak RSS of its process tree (sampled every 50 ms);
 - a bounded-memory run (`--memory-mb`, default 1000; 0 skips it): a fresh corpus of that size,
   prepared with BPE training, exact and near dedup, 2 workers: time and peak RSS vs 2 GiB.
 
@@ -95,6 +96,21 @@ def make_corpus(pool: list[str], megabytes: float, out: Path, seed: int) -> tupl
                 written, total = written + size, total + size
         index += 1
     return out, total
+
+
+def to_parquet(corpus: Path, out: Path) -> Path:
+    """The same documents as Parquet files (row groups of 10,000 rows), one per JSONL file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(corpus.glob("*.jsonl")):
+        with open(path, encoding="utf-8") as f:
+            texts = [json.loads(line)["text"] for line in f]
+        pq.write_table(
+            pa.table({"text": texts}), out / f"{path.stem}.parquet", row_group_size=10_000
+        )
+    return out
 
 
 def read_docs(corpus: Path) -> list[str]:
@@ -218,7 +234,7 @@ def main() -> None:
                    "seconds": round(seconds, 2), "mb_s": round(mb / seconds, 2),
                    "peak_rss_mb": round(rss / 1e6) if rss else None}  # fmt: skip
             rows.append(row)
-            print(f"{stage:<22}{tokenizer:<6}{workers!s:>4}{row['mb_s']:>10.2f} MB/s", flush=True)
+            print(f"{stage:<24}{tokenizer:<6}{workers!s:>4}{row['mb_s']:>10.2f} MB/s", flush=True)
 
         # BPE training on the seeded sample, as prepare does (one 64K-character chunk per item).
         def sample() -> Iterator[str]:
@@ -233,7 +249,9 @@ def main() -> None:
         bpe.save(tokenizer_json)
         kinds = {"bpe": bpe, "char": build_char(docs, [EOT]), "byte": build_byte([EOT])}
 
-        add("read+clean", "-", 1, read_clean(corpus))
+        parquet = to_parquet(corpus, tmp / "parquet")
+        add("read+clean (jsonl)", "-", 1, read_clean(corpus))
+        add("read+clean (parquet)", "-", 1, read_clean(parquet))
         raw: dict[str, float] = {}
         for kind, tok in kinds.items():
             for fast in (False, True):
@@ -248,6 +266,11 @@ def main() -> None:
                  f"tokenizer.path={tokenizer_json}", f"workers={workers}"]
             )  # fmt: skip
             add("whole prepare (file)", "bpe", workers, seconds, peak)
+        seconds, peak = run_prepare(
+            [str(parquet), f"out={tmp / 'prep-parquet'}", "tokenizer.kind=file",
+             f"tokenizer.path={tokenizer_json}", "workers=2"]
+        )  # fmt: skip
+        add("whole prepare (parquet)", "bpe", 2, seconds, peak)
 
         result["targets"] = targets(rows, raw)
         if args.memory_mb:
