@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint format clean
+.PHONY: demo test venv lint format clean browser
 
 venv: $(STAMP)
 
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/lmforge demo
 
-test: $(STAMP)
+# Headless Chromium + chromedriver for the browser tests (lmforge report, the serve playground):
+# installed from Debian when the tests run as root under CI; elsewhere a missing browser skips them.
+browser:
+	@if [ -n "$$CI" ] && [ "$$(id -u)" = 0 ] && ! command -v chromedriver >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q

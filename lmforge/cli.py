@@ -81,6 +81,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "lmforge.lab.sweep_config:VERB",
         "Train a grid of model sizes x data/compute budgets; one run dir per point.",
     ),
+    "report": (
+        "lmforge.lab.report_config:VERB",
+        "Write report.html (self-contained) and report.md for a run dir or a sweep dir.",
+    ),
 }
 
 _FLAG_NAMES = {
