@@ -22,9 +22,11 @@ from lmforge.models.config import GPTConfig
 from lmforge.models.layers import (
     apply_rope,
     build_norm,
+    order_after_moves,
     padded_attention_mask,
     positions_from_pads,
     rope_tables,
+    swap_remove_order,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -60,7 +62,36 @@ class KVCache:
         self.pos = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.length = 0
         self.has_pads = False
+        self._set_buffers()
+
+    def _set_buffers(self) -> None:
+        """Make the current tensors the storage; `k`, `v`, `valid`, `pos` are views of its first
+        rows, so rows can join (`add_rows_`) without copying the rows already there."""
+        self._k_buf, self._v_buf = self.k, self.v
+        self._valid_buf, self._pos_buf = self.valid, self.pos
         self._split_layers()
+
+    def _view_rows(self, rows: int) -> None:
+        self.k, self.v = self._k_buf[:, :rows], self._v_buf[:, :rows]
+        self.valid, self.pos = self._valid_buf[:rows], self._pos_buf[:rows]
+        self._split_layers()
+
+    def _reserve_rows(self, rows: int) -> None:
+        """Room for `rows` rows in the storage, doubling it when it grows (amortised copies)."""
+        capacity = self._k_buf.size(1)
+        if rows <= capacity:
+            return
+        capacity, n = max(rows, 2 * capacity), self.batch_size
+
+        def grown(buf: torch.Tensor, dim: int) -> torch.Tensor:
+            shape = list(buf.shape)
+            shape[dim] = capacity
+            new = buf.new_zeros(shape)
+            new.narrow(dim, 0, n).copy_(buf.narrow(dim, 0, n))
+            return new
+
+        self._k_buf, self._v_buf = grown(self._k_buf, 1), grown(self._v_buf, 1)
+        self._valid_buf, self._pos_buf = grown(self._valid_buf, 0), grown(self._pos_buf, 0)
 
     def _split_layers(self) -> None:
         # Per-layer views: a decode step then indexes a list instead of dispatching a select.
@@ -95,7 +126,7 @@ class KVCache:
         self.pos = self.pos.index_select(0, index)
         if self.batch_size == 0:
             self.length, self.has_pads = 0, False
-        self._split_layers()
+        self._set_buffers()
 
     # -- rows joining and leaving a running batch (continuous batching) --------------------------
 
@@ -119,20 +150,33 @@ class KVCache:
             self._shift_(src.length - self.length)
         end, n = self.length, src.length
         start = end - n
-        rows = src.batch_size
-        shape = (self.k.size(0), rows, *self.k.shape[2:])
-        k_new = self.k.new_zeros(shape)
-        v_new = self.v.new_zeros(shape)
-        k_new[:, :, :, start:end] = src.k[:, :, :, :n]  # (L, B', Hkv, n, D) right-aligned at end
-        v_new[:, :, :, start:end] = src.v[:, :, :, :n]
-        valid_new = self.valid.new_zeros(rows, self.max_len)
-        valid_new[:, start:end] = src.valid[:, :n]
-        self.k = torch.cat([self.k, k_new], dim=1)
-        self.v = torch.cat([self.v, v_new], dim=1)
-        self.valid = torch.cat([self.valid, valid_new], dim=0)
-        self.pos = torch.cat([self.pos, src.pos.to(self.pos.device)], dim=0)
+        old_rows = self.batch_size
+        rows = slice(old_rows, old_rows + src.batch_size)
+        self._reserve_rows(rows.stop)
+        self._view_rows(rows.stop)
+        # (L, B', Hkv, n, D) right-aligned at `end`; the slots before it are marked empty.
+        self.k[:, rows, :, start:end] = src.k[:, :, :, :n]
+        self.v[:, rows, :, start:end] = src.v[:, :, :, :n]
+        self.valid[rows] = False
+        self.valid[rows, start:end] = src.valid[:, :n]
+        self.pos[rows] = src.pos.to(self.pos.device)
         self.has_pads = self.has_pads or src.has_pads or start > 0
-        self._split_layers()
+
+    def remove_rows_(self, rows: list[int] | tuple[int, ...]) -> list[int]:
+        """Drop `rows` by moving the last rows into their places (a copy of the moved rows only,
+        where `reorder_` copies the whole cache). Returns the old index of every remaining row,
+        in its new order, so callers can reorder what they keep per row."""
+        moves = swap_remove_order(self.batch_size, rows)
+        order = order_after_moves(self.batch_size, len(set(rows)), moves)
+        for dst, src in moves:
+            self.k[:, dst] = self.k[:, src]
+            self.v[:, dst] = self.v[:, src]
+            self.valid[dst] = self.valid[src]
+            self.pos[dst] = self.pos[src]
+        self._view_rows(len(order))
+        if not order:
+            self.length, self.has_pads = 0, False
+        return order
 
     def trim_(self) -> int:
         """Drop the leading slots that no row uses (freed by rows that left, or padding), so a

@@ -104,3 +104,21 @@ def positions_from_pads(real: torch.Tensor, offset: torch.Tensor | None = None) 
     if offset is not None:
         positions = positions + offset[:, None]
     return positions.clamp_(min=0)
+
+
+def swap_remove_order(batch_size: int, rows: list[int] | tuple[int, ...]) -> list[tuple[int, int]]:
+    """Moves (destination, source) that drop `rows` from a batch by filling each hole below the
+    new size with one of the last rows, so only the moved rows are copied (the rest stay put)."""
+    gone = set(rows)
+    size = batch_size - len(gone)
+    holes = [i for i in sorted(gone) if i < size]
+    movers = [i for i in range(size, batch_size) if i not in gone]
+    return list(zip(holes, movers, strict=True))
+
+
+def order_after_moves(batch_size: int, n_removed: int, moves: list[tuple[int, int]]) -> list[int]:
+    """The old index of every row left after `swap_remove_order`'s moves, in the new order."""
+    order = list(range(batch_size - n_removed))
+    for dst, src in moves:
+        order[dst] = src
+    return order

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lmforge.models.config import LSTMConfig
+from lmforge.models.layers import order_after_moves, swap_remove_order
 
 
 class LSTMState:
@@ -41,6 +42,14 @@ class LSTMState:
         batching: a request joins a running batch). Rows are independent, so nothing aligns."""
         self.h = torch.cat([self.h, src.h.to(self.h.dtype)], dim=1)
         self.c = torch.cat([self.c, src.c.to(self.c.dtype)], dim=1)
+
+    def remove_rows_(self, rows: list[int] | tuple[int, ...]) -> list[int]:
+        """Drop `rows`; the remaining rows are ordered as the KV cache orders them (the last rows
+        fill the holes). Returns the old index of every remaining row, in its new order."""
+        moves = swap_remove_order(self.batch_size, rows)
+        order = order_after_moves(self.batch_size, len(set(rows)), moves)
+        self.reorder_(torch.tensor(order, dtype=torch.long, device=self.h.device))
+        return order
 
     def trim_(self) -> int:
         """Nothing to trim (a state has no slots); kept so both caches offer the same calls."""

@@ -177,6 +177,23 @@ class Engine:
             self.metrics.queue_depth = len(self._waiting)
             self._cond.notify()
 
+    def warm_up(self) -> None:
+        """Run every batch size 1..max_batch through a decode step, with aligned rows and with
+        rows of different lengths (the cache's two layouts), before serving: a compiled decode
+        step then compiles here, at start-up, never while a client waits. Call before `start`."""
+        eot = self.tokenizer.eot_id
+        with torch.inference_mode():
+            for rows in range(1, self.max_batch + 1):
+                for ragged in (False, True):
+                    for i in range(rows):
+                        prompt = [eot] * (2 + (i % 2 if ragged else 0))
+                        self._waiting.append(GenerationRequest(prompt, 2, lambda event: None))
+                    while self._waiting or self._rows:
+                        self._admit()
+                        if self._rows:
+                            self._step()
+        self.metrics.reset()  # the warm-up is not traffic
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="lmforge-engine", daemon=True)
         self._thread.start()
@@ -337,12 +354,12 @@ class Engine:
             req.sink(RequestDone(len(req.prompt_ids), progress.completion_tokens))
 
     def _remove_done(self) -> None:
-        keep = [i for i, r in enumerate(self._rows) if not r.done]
-        if len(keep) == len(self._rows):
+        done = [i for i, r in enumerate(self._rows) if r.done]
+        if not done:
             return
-        self._cache.reorder_(torch.tensor(keep, dtype=torch.long, device=self.device))
+        order = self._cache.remove_rows_(done)  # moves the last rows into the holes
         self._cache.trim_()
-        self._rows = [self._rows[i] for i in keep]
+        self._rows = [self._rows[i] for i in order]
 
     def _drop_cancelled(self) -> None:
         """Rows of cancelled requests (a client went away) leave before the next step."""
@@ -360,7 +377,9 @@ class Engine:
         # Twice the context in slots: rows end at the context, so after a trim at least half the
         # slots are free again (a trim copies the used slots, so it should be rare).
         slots = 2 * self.context if self.context is not None else None
-        return self.model.init_cache(0, max_len=slots)
+        cache = self.model.init_cache(self.max_batch, max_len=slots)
+        cache.remove_rows_(list(range(self.max_batch)))  # 0 rows, storage for max_batch kept
+        return cache
 
     def _token_infos(
         self, logits: torch.Tensor, tokens: list[int], requests: list[GenerationRequest]

@@ -53,6 +53,12 @@ class Metrics:
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.ttft = Histogram(TTFT_BUCKETS)
 
+    def reset(self) -> None:
+        """Zero every counter and histogram (after a warm-up, which is not traffic)."""
+        active_rows = self.active_rows
+        self.__init__()
+        self.active_rows = active_rows
+
     def count_request(self, status: str, n: int = 1) -> None:
         with self._lock:
             self.requests[status] = self.requests.get(status, 0) + n

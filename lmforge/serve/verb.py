@@ -119,8 +119,15 @@ def load_served(cfg: ServeConfig, name: str, metrics: Any) -> Any:
     dtype = resolve_dtype(cfg.dtype)
     if dtype != torch.float32:
         model = model.to(dtype)
-    step = _compiled_step(model, loaded.tokenizer, cfg.max_batch) if cfg.compile else None
+    step = None
+    if cfg.compile:
+        from lmforge.infer.compiled import compile_decode_step
+
+        step = compile_decode_step(model)  # None for the LSTM: nothing to compile
     engine = Engine(model, loaded.tokenizer, cfg.max_batch, cfg.max_queue, metrics, step)
+    if step is not None:
+        log.info("lmforge serve: compiling the decode step for 1..%d rows", cfg.max_batch)
+        engine.warm_up()
     engine.start()
     template = load_chat_template(cfg.run)
     log.info(
@@ -131,28 +138,6 @@ def load_served(cfg: ServeConfig, name: str, metrics: Any) -> Any:
         model.max_context,
     )
     return Served(engine, loaded.tokenizer, name, model.max_context, template)
-
-
-def _compiled_step(model: Any, tokenizer: Any, max_batch: int) -> Any:
-    """Compile the decode step once, at start-up, for every batch size the engine can run, with
-    and without empty slots (the two cache layouts), so no request ever waits for a compile."""
-    import torch
-
-    from lmforge.infer.compiled import compile_decode_step
-
-    step = compile_decode_step(model)
-    if step is None:
-        return None
-    log.info("lmforge serve: compiling the decode step for 1..%d rows", max_batch)
-    with torch.inference_mode():
-        for rows in range(1, max_batch + 1):
-            for pads in (False, True):
-                cache = model.init_cache(rows, max_len=8)
-                mask = torch.zeros(rows, 2, dtype=torch.bool)
-                mask[0, 0] = pads
-                model(torch.zeros(rows, 2, dtype=torch.long), cache=cache, pad_mask=mask)
-                step(torch.zeros(rows, 1, dtype=torch.long), cache)
-    return step
 
 
 VERB = Verb(

@@ -27,7 +27,9 @@ PROMPTS = ["the quick", "a stitch", "all that", "the early bird", "fox", "lazy d
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     require(openai is not None, "openai is not installed (pip install -e '.[serve]')")
-    run = train_run(tmp_path_factory.mktemp("serve") / "gpt", "gpt", char_tokenizer(), TEXT)
+    # A long context, so that a long stream runs for a while even on a fast machine.
+    root = tmp_path_factory.mktemp("serve")
+    run = train_run(root / "gpt", "gpt", char_tokenizer(), TEXT, max_seq_len=1024)
     server = Server(run, f"api_key={KEY}", "max_batch=8", "model_name=tiny-gpt")
     yield server
     assert server.stop() == 0
@@ -166,7 +168,7 @@ def test_a_short_request_overtakes_a_running_long_stream(client, served):
         return total - served.metric('lmforge_decode_batch_size_bucket{le="1"}')
 
     before = shared_steps()
-    long = complete(client, "the", max_tokens=200, stream=True, ignore_eos=True)
+    long = complete(client, "the", max_tokens=1000, stream=True, ignore_eos=True)
     chunks_after_short = None
     for i, _chunk in enumerate(long):
         if i == 4:  # after the stream's 5th chunk
@@ -176,7 +178,7 @@ def test_a_short_request_overtakes_a_running_long_stream(client, served):
             chunks_after_short = 0
         elif chunks_after_short is not None:
             chunks_after_short += 1
-    assert chunks_after_short is not None and chunks_after_short > 100
+    assert chunks_after_short is not None and chunks_after_short > 500
     assert shared_steps() - before >= 3, "the two requests never shared a decode batch"
 
 
@@ -254,7 +256,7 @@ def test_a_client_leaving_a_non_streamed_request_cancels_it(served):
         return float(found[0].split()[-1]) if found else 0.0
 
     before = cancelled()
-    body = {"model": "tiny-gpt", "prompt": "the", "max_tokens": 250, "n": 4, "ignore_eos": True}
+    body = {"model": "tiny-gpt", "prompt": "the", "max_tokens": 1000, "n": 4, "ignore_eos": True}
     with pytest.raises(httpx.TimeoutException):
         httpx.post(
             served.url + "/v1/completions",

@@ -92,10 +92,9 @@ def test_a_row_joining_a_running_batch_gets_the_logits_it_gets_alone(factory):
         join(3)  # 2 slots < 10 used: empty slots before it
         for _ in range(3):
             step()
-        leaving = rows.index(2)
-        keep = [b for b in range(len(rows)) if b != leaving]
-        batch.reorder_(torch.tensor(keep))
-        rows.pop(leaving)
+        order = batch.remove_rows_([rows.index(2)])  # the last row moves into the hole
+        rows[:] = [rows[b] for b in order]
+        assert rows == [0, 1, 3]
         batch.trim_()
         for _ in range(4):
             step()
@@ -149,3 +148,27 @@ def test_recorded_probabilities_times_values_equal_sdpa_with_gqa_and_a_mask():
     torch.testing.assert_close(out, attend(q, k, v, mask, 0.0), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(probs @ v.repeat_interleave(2, dim=1), out)
     assert torch.all(probs[0, :, :, 0] == 0)
+
+
+@pytest.mark.parametrize("factory", MODELS)
+def test_remove_rows_moves_the_last_rows_into_the_holes(factory):
+    model = factory()
+    batch = model.init_cache(0, max_len=20)
+    with torch.no_grad():
+        for n in (3, 4, 5, 6, 7):
+            single = model.init_cache(1, max_len=n)
+            model(torch.randint(0, VOCAB, (1, n)), cache=single)
+            batch.add_rows_(single)
+        before = [
+            batch.h[:, i].clone() if hasattr(batch, "h") else batch.pos[i].item() for i in range(5)
+        ]
+        order = batch.remove_rows_([0, 3])
+        assert order == [4, 1, 2]
+        after = [batch.h[:, i] if hasattr(batch, "h") else batch.pos[i].item() for i in range(3)]
+    for i, old in enumerate(order):
+        if isinstance(after[i], torch.Tensor):
+            assert torch.equal(after[i], before[old])
+        else:
+            assert after[i] == before[old]
+    assert batch.batch_size == 3
+    assert batch.remove_rows_([0, 1, 2]) == [] and batch.batch_size == 0
