@@ -128,7 +128,14 @@ class Job:
 
     def sink(self, index: int) -> Callable[[Event], None]:
         loop = asyncio.get_running_loop()
-        return lambda event: loop.call_soon_threadsafe(self.queue.put_nowait, (index, event))
+
+        def put(event: Event) -> None:
+            try:
+                loop.call_soon_threadsafe(self.queue.put_nowait, (index, event))
+            except RuntimeError:  # the event loop has closed (shutdown): nobody is listening
+                pass
+
+        return put
 
     def submit(self, make: Callable[[Callable[[Event], None]], GenerationRequest]) -> None:
         req = make(self.sink(len(self.requests)))
@@ -193,6 +200,9 @@ def stream_response(job: Job, chunks: AsyncIterator[str]) -> StreamingResponse:
         try:
             async for chunk in chunks:
                 yield chunk
+        except ApiError as exc:  # after the 200 went out: report it in the stream, as OpenAI does
+            yield sse(exc.body())
+            yield sse("[DONE]")
         finally:  # the client went away (or we are done): free the rows now
             job.cancel()
 

@@ -223,3 +223,27 @@ def test_a_tiny_temperature_or_top_p_samples_the_argmax_instead_of_nan():
     from lmforge.serve.sampling import sample_rows
 
     assert sample_rows(logits, rows, gens) == [0, 1]
+
+
+def test_a_failing_step_fails_its_batch_and_the_engine_keeps_serving(tokenizer):
+    model = make_model("gpt", tokenizer.vocab_size)
+    calls = {"n": 0}
+
+    def step_that_fails_once(tokens, cache):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in a decode step")
+        return model(tokens, cache=cache)[:, -1]
+
+    eng = Engine(model, tokenizer, max_batch=2, decode_step=step_that_fails_once)
+    eng.start()
+    try:
+        first = request(tokenizer, "the", 5)
+        run_all(eng, [first])
+        assert first.sink.events[-1] == RequestDone(-1, -1)
+        second = request(tokenizer, "the", 5)
+        run_all(eng, [second])
+        assert second.sink.finished()[0].reason == "length"
+        assert eng.active_rows == 0
+    finally:
+        eng.stop()
