@@ -368,8 +368,8 @@ class Engine:
             row.done = True
             self._progress.pop(id(row.request), None)
         if cancelled:
-            self.metrics.count_request("cancelled", len({id(r.request) for r in cancelled}))
             self._remove_done()
+            self.metrics.count_request("cancelled", len({id(r.request) for r in cancelled}))
 
     # -- helpers ----------------------------------------------------------------------------------
 

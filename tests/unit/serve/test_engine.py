@@ -74,6 +74,15 @@ def run_all(engine: Engine, requests: list[GenerationRequest]) -> None:
         assert r.sink.done.wait(60), "request did not finish"
 
 
+def wait_idle(engine: Engine) -> None:
+    """Rows leave right after their last event is sent, so wait for the step to finish."""
+    for _ in range(500):
+        if engine.active_rows == 0 and engine.queue_depth == 0:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{engine.active_rows} rows still active")
+
+
 def request(tokenizer, prompt: str, max_tokens: int = 12, **kw) -> GenerationRequest:
     return GenerationRequest(tokenizer.encode(prompt), max_tokens, Collector(), **kw)
 
@@ -101,7 +110,7 @@ def test_greedy_rows_equal_the_generator_whatever_shares_the_batch(engine, token
         assert r.sink.finished()[0].reason == "length"
         done = r.sink.events[-1]
         assert done == RequestDone(len(tokenizer.encode(p)), 10 + 3 * i)
-    assert engine.active_rows == 0 and engine.queue_depth == 0
+    wait_idle(engine)
 
 
 def test_seeded_sampling_is_repeatable_across_batches_and_seeds_differ(engine, tokenizer):
@@ -170,11 +179,7 @@ def test_a_cancelled_request_frees_its_row(engine, tokenizer):
     long.cancel()
     short = request(tokenizer, "a", 3)
     run_all(engine, [short])
-    for _ in range(200):
-        if engine.active_rows == 0:
-            break
-        threading.Event().wait(0.01)
-    assert engine.active_rows == 0
+    wait_idle(engine)
     assert not long.sink.done.is_set()
 
 
@@ -244,6 +249,6 @@ def test_a_failing_step_fails_its_batch_and_the_engine_keeps_serving(tokenizer):
         second = request(tokenizer, "the", 5)
         run_all(eng, [second])
         assert second.sink.finished()[0].reason == "length"
-        assert eng.active_rows == 0
+        wait_idle(eng)
     finally:
         eng.stop()
