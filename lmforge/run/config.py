@@ -54,6 +54,10 @@ class TrainSection(Section):
     tune_malloc: bool = Field(
         True, description="CPU: keep freed buffers in glibc's heap (~20% faster steps)"
     )
+    linear_kernel: Literal["auto", "mkl", "onednn"] = Field(
+        "auto",
+        description="CPU linear layers: mkl (torch's F.linear) | onednn | auto (measured faster)",
+    )
 
 
 class OptimSection(Section):
@@ -136,7 +140,10 @@ class TrainConfig(Section):
         "float32",
         description="autocast precision: float32 | bfloat16 | float16 (GPU) | auto (fastest)",
     )
-    compile: bool = Field(False, description="torch.compile the model")
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the model: true | false | auto (when the run is long enough)",
+    )
     model: ModelConfig = Field(default_factory=GPTConfig, description="the model to train")
     train: TrainSection = Field(default_factory=TrainSection)
     optim: OptimSection = Field(default_factory=OptimSection)

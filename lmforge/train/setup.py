@@ -52,7 +52,7 @@ def build_components(session: Session, env: DistEnv, device: torch.device) -> Co
         restore_model_weights(model, session.resume_dir)
     model.to(device).train()
     wrapped = dist_utils.wrap_model(model, env, config.train.parallel, device)
-    if config.compile:
+    if config.compile is True:  # `auto` is decided by the Trainer after a few eager steps
         wrapped = torch.compile(wrapped)
     if env.enabled:
         # Same init on every rank (seeded above), different dropout masks from here on.

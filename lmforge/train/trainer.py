@@ -10,9 +10,12 @@ resume, signals and metrics. Reference: nanoGPT `train.py`.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import shlex
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,12 @@ from lmforge.run import checkpoint as ckpt
 from lmforge.run import rundir
 from lmforge.run.config import TrainConfig
 from lmforge.runtime import autocast, malloc_tuning_hint, resolve_device
+from lmforge.train import autocompile
 from lmforge.train import distributed as dist_utils
 from lmforge.train.console import TrainDisplay, format_stats
 from lmforge.train.evaluate import byte_lengths, sample_text
 from lmforge.train.interface import Components, LanguageModelObjective, Validation
+from lmforge.train.kernels import choose_linear_kernel, linear_kernel_mode
 from lmforge.train.metrics import (
     JsonlSink,
     MetricsSink,
@@ -105,6 +110,20 @@ class Trainer:
         self._window_start = (0.0, self.state.tokens)
         self._step_time = 0.0  # seconds inside train_step (tokens/s excludes eval and saving)
         self._last_saved = -1
+        # Rank 0's measured choice on every rank: ranks must run the same kernels.
+        self.linear_kernel = str(
+            dist_utils.broadcast_object(
+                choose_linear_kernel(
+                    config.train.linear_kernel, device, self.dtype, torch.get_num_threads()
+                )
+                if env.is_main
+                else None,
+                env,
+            )
+        )
+        self._step_durations: list[float] = []
+        self.compile_record: dict[str, Any] = {"setting": config.compile}
+        self._compile_phase = self._compile_plan(config.compile, parts)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -119,7 +138,9 @@ class Trainer:
                 while (reason := self._stop_reason()) is None:
                     step_start = time.perf_counter()
                     stats = self.train_step()
-                    self._step_time += time.perf_counter() - step_start
+                    duration = time.perf_counter() - step_start
+                    # Compiling is reported apart (run_info.json), not as slow training.
+                    self._step_time += duration - self._track_compile(duration)
                     self.state.elapsed_s = elapsed0 + time.perf_counter() - t0
                     if stats is None and self._too_many_bad_steps():
                         return 1
@@ -145,7 +166,7 @@ class Trainer:
             batch = objective.to_device(batch, self.device)
             sync = m == last
             with dist_utils.gradient_sync(self.model, self.env, self.config.train.parallel, sync):
-                with autocast(self.device, self.dtype):
+                with autocast(self.device, self.dtype), self._linear_kernel():
                     output = objective.forward(
                         self.model, batch, self.carry[m] if self.carry else None
                     )
@@ -157,8 +178,10 @@ class Trainer:
                 self.carry[m].detach_()  # truncated BPTT: the next window starts from here
             total += loss.detach()
         total = dist_utils.all_reduce_mean(total / len(batches), self.env)
-        loss_value = total.item()
-        grad_norm = self._clip_gradients()
+        norm = self._clip_gradients()
+        # The step's one device-to-host read (loss and norm together): skipping a non-finite
+        # step must be decided before the optimizer sees its gradients.
+        loss_value, grad_norm = torch.stack([total.float(), norm.float()]).tolist()
         if not math.isfinite(loss_value) or (self.scaler is None and not math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip(loss_value)
@@ -175,7 +198,8 @@ class Trainer:
         self.state.bad_steps = 0
         return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
 
-    def _clip_gradients(self) -> float:
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip to `train.grad_clip`; the global norm before clipping, left on the device."""
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -183,7 +207,15 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
         if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor
             norm = norm.full_tensor()
-        return float(norm)
+        return norm
+
+    def _uncompiled(self) -> torch.nn.Module:
+        """The (DDP/FSDP-wrapped) model without torch.compile's wrapper: checkpoints keep their
+        keys, and evaluation does not compile a second, no-grad graph."""
+        return getattr(self.model, "_orig_mod", self.model)
+
+    def _linear_kernel(self) -> contextlib.AbstractContextManager:
+        return linear_kernel_mode(self.linear_kernel) or contextlib.nullcontext()
 
     def _lr_factor(self) -> float:
         sched = self.config.schedule
@@ -221,6 +253,114 @@ class Trainer:
         spent = self.state.elapsed_s >= max_time
         return "time" if dist_utils.broadcast_object(spent, self.env) else None
 
+    # -- compile=auto -----------------------------------------------------------------------------
+
+    def _compile_plan(self, setting: bool | str, parts: Components) -> str:
+        """`deciding` when compile=auto is to be decided after a few steps, else `off`; the
+        record for run_info.json says why."""
+        record = self.compile_record
+        if setting is True or setting is False:
+            record.update(compile=setting, reason=f"compile={str(setting).lower()}")
+            return "off"
+        if parts.objective is not None:
+            # Fine-tuning batches vary in width (a recompile each): eager unless compile=true.
+            record.update(compile=False, reason="fine-tuning: compile=auto stays eager")
+            return "off"
+        if self.device.type == "cpu" and not autocompile.compiler_available():
+            record.update(compile=False, reason="no C++ compiler for inductor")
+            return "off"
+        return "deciding"
+
+    def _compile_key(self) -> str:
+        model_config = self.raw_model.config
+        source = self.train_batches
+        return autocompile.signature(
+            {
+                "model": model_config.model_dump(mode="json")
+                if hasattr(model_config, "model_dump")
+                else repr(model_config),
+                "batch_size": source.batch_size,
+                "seq_len": source.seq_len,
+                "accum_steps": source.accum_steps,
+                "dtype": str(self.dtype),
+                "linear_kernel": self.linear_kernel,
+                "world_size": self.env.world_size,
+                "parallel": self.config.train.parallel,
+            }
+        )
+
+    def _track_compile(self, duration: float) -> float:
+        """compile=auto's bookkeeping after a step of `duration` s; returns the seconds of it
+        spent compiling (excluded from tokens/s)."""
+        phase = self._compile_phase
+        if phase == "off":
+            return 0.0
+        self._step_durations.append(duration)
+        if phase == "deciding" and len(self._step_durations) >= autocompile.DECIDE_AFTER:
+            self._decide_compile()
+        elif phase == "compiling":
+            eager = self.compile_record["eager_step_s"]
+            compile_s = max(duration - eager, 0.0)
+            self.compile_record["compile_s"] = round(compile_s, 3)
+            self._compile_phase, self._step_durations = "timing", []
+            return compile_s
+        elif phase == "timing" and len(self._step_durations) >= autocompile.MEASURE_STEPS:
+            self._finish_compile_measurement()
+        return 0.0
+
+    def _decide_compile(self) -> None:
+        eager = statistics.median(self._step_durations[1:])  # step 1 warms up
+        cfg = self.config
+        remaining = autocompile.remaining_eager_seconds(
+            self.state.step, cfg.max_steps, self.state.elapsed_s, cfg.train.max_time, eager
+        )
+        threads = torch.get_num_threads()
+        estimate = autocompile.load_estimate(self._compile_key(), threads)
+        decision = autocompile.decide(eager, remaining, estimate)
+        decision = dist_utils.broadcast_object(decision, self.env)  # every rank alike
+        assert isinstance(decision, autocompile.CompileDecision)
+        self.compile_record.update(decision.record(), decided_at_step=self.state.step)
+        log.info(
+            "compile=auto: %s (%s)", "compiling" if decision.compile else "eager", decision.reason
+        )
+        self._compile_phase = "compiling" if decision.compile else "off"
+        if decision.compile:
+            self.model = torch.compile(self.model)
+        self._write_compile_record()
+
+    def _finish_compile_measurement(self) -> None:
+        record = self.compile_record
+        compiled = statistics.median(self._step_durations)
+        speedup = record["eager_step_s"] / compiled
+        record.update(compiled_step_s=round(compiled, 6), measured_speedup=round(speedup, 4))
+        self._compile_phase = "off"
+        log.info(
+            "compiled in %.1f s; steps %.2fx as fast as eager (%.0f vs %.0f ms)",
+            record["compile_s"],
+            speedup,
+            compiled * 1e3,
+            record["eager_step_s"] * 1e3,
+        )
+        if self.env.is_main:
+            autocompile.save_measurement(
+                self._compile_key(), torch.get_num_threads(), record["compile_s"], speedup
+            )
+        self._write_compile_record()
+
+    def _write_compile_record(self) -> None:
+        """Keep run_info.json's `compile` entry current (the decision comes after start-up)."""
+        path = self.out / rundir.RUN_INFO_FILE
+        if not self.env.is_main or not path.is_file():
+            return
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return
+        info["compile"] = self.compile_record
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
     # -- between steps ----------------------------------------------------------------------------
 
     def _after_step(self, stats: dict[str, float]) -> None:
@@ -253,7 +393,7 @@ class Trainer:
     def _evaluate(self) -> bool:
         """Validation metrics now; True when the objective's best metric is the best so far."""
         assert self.val_batches is not None
-        eval_model = self.model if self.fsdp else self.raw_model
+        eval_model = self._uncompiled() if self.fsdp else self.raw_model
         how = Validation(
             self.config.eval.batches, autocast(self.device, self.dtype), self.env, self.recurrent
         )
@@ -278,7 +418,7 @@ class Trainer:
         # Under FSDP every rank must run the forward passes (they all-gather weights).
         if not (self.env.is_main or self.fsdp):
             return
-        model = self.model if self.fsdp else self.raw_model
+        model = self._uncompiled() if self.fsdp else self.raw_model
         seed = self.config.seed + self.state.step
         text = sample_text(
             model, self.tokenizer, self.config.sample, seed, autocast(self.device, self.dtype)
@@ -367,7 +507,7 @@ class Trainer:
     def _checkpointable(self) -> Checkpointable:
         """Everything a checkpoint saves and a resume restores, in one place for both."""
         return Checkpointable(
-            self.model,
+            self._uncompiled(),
             self.raw_model.config,
             self._optimizer_state_holder(),
             self.train_batches,
@@ -470,6 +610,8 @@ def _write_run_files(trainer: Trainer, session: Session, flags: Flags) -> None:
         "threads": torch.get_num_threads(),
         "dtype": str(trainer.dtype).removeprefix("torch."),
         "num_params": trainer.raw_model.num_params(),
+        "linear_kernel": trainer.linear_kernel,
+        "compile": trainer.compile_record,
     }
     if session.resume_dir is not None:
         extra["resumed_from"] = session.resume_dir.name
@@ -486,6 +628,12 @@ def _write_run_files(trainer: Trainer, session: Session, flags: Flags) -> None:
         trainer.train_batches.seq_len,
         trainer.env.world_size,
         trainer.config.data,
+    )
+    log.info(
+        "linear layers: %s (train.linear_kernel=%s); compile=%s",
+        trainer.linear_kernel,
+        trainer.config.train.linear_kernel,
+        str(trainer.config.compile).lower(),
     )
     untuned = trainer.device.type == "cpu" and not trainer.config.train.tune_malloc
     hint = malloc_tuning_hint() if untuned else None
