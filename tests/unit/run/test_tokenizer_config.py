@@ -90,4 +90,9 @@ def test_rendering_equals_transformers_apply_chat_template(tmp_path, generation_
     expected = hf.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=generation_prompt
     )
-    assert render_chat(DEFAULT_CHAT_TEMPLATE, messages, generation_prompt) == expected
+    text = render_chat(DEFAULT_CHAT_TEMPLATE, messages, generation_prompt)
+    assert text == expected
+    ids = hf.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=generation_prompt, return_dict=False
+    )
+    assert list(ids) == tokenizer.encode(text)  # the token ids lmforge feeds the model
