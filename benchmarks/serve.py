@@ -71,7 +71,8 @@ def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
 
 def start_server(run: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "lmforge", "serve", str(run), "port=0", "threads=1"]
-    cmd += ["max_batch=16", "max_queue=256", f"compile={str(args.compile).lower()}"]
+    # compile=true compiles every batch size up to max_batch at start-up (two layouts each).
+    cmd += [f"max_batch={args.max_batch}", "max_queue=256", f"compile={str(args.compile).lower()}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         pinned(args.server_cpu, cmd), env=env, stderr=subprocess.PIPE, text=True
@@ -200,6 +201,7 @@ def main() -> None:
         generator_only(args)
         return
     levels = [1, 2] if args.quick else [int(x) for x in args.levels.split(",")]
+    args.max_batch = max(levels)
     if args.quick:
         args.new_tokens = min(args.new_tokens, 16)
     if hasattr(os, "sched_setaffinity") and args.client_cpu is not None:
