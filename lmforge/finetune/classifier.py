@@ -35,6 +35,7 @@ from torch import nn
 
 from lmforge.config import save_config
 from lmforge.errors import CheckpointError, ConfigError
+from lmforge.eval.baselines import bag_of_words_baseline
 from lmforge.eval.metrics import accuracy, confusion_matrix, macro_f1, majority_accuracy
 from lmforge.eval.report import markdown_table, save_confusion_png, write_report
 from lmforge.eval.tasks.classification import ClassificationData, encode_examples
@@ -138,6 +139,14 @@ def finetune_classifier(
     with autocast(device, resolve_dtype(cfg.dtype)):
         preds = predict(model, encode(data.test.texts), ccfg.batch_size * 2)
     metrics = _metrics(task, cfg, fit, data.test.labels, preds)
+    metrics.update(
+        bag_of_words_baseline(
+            (train.texts, train.labels),
+            (data.dev.texts, data.dev.labels),
+            (data.test.texts, data.test.labels),
+            cfg.seed,
+        )
+    )
     meta = {
         "task": task,
         "labels": data.labels,

@@ -3,7 +3,8 @@
 A `ClassificationSpec` is the task definition (files, labels, readable names, prompt template,
 verbalisers); `ClassificationTask` turns it into the two evaluations of the `Task` protocol:
 few-shot by likelihood on a language model run (`lmforge eval`), and a fine-tuned classifier
-(`lmforge finetune`, whose run dir `eval` then scores with its head). Readers: `readers.py`.
+(`lmforge finetune`, whose run dir `eval` then scores with its head). Readers: `readers.py`. Each
+report carries the majority and the bag-of-words baselines (`baselines.py`) on the same splits.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lmforge.errors import ConfigError, DataError
+from lmforge.eval.baselines import bag_of_words_baseline
 from lmforge.eval.config import EvalConfig, TaskSection
 from lmforge.eval.fewshot import Prompting, build_contexts, classify
 from lmforge.eval.metrics import accuracy, confusion_matrix, macro_f1, majority_accuracy
@@ -148,8 +150,24 @@ class ClassificationTask:
         }
         metrics.update(_scores(test.labels, preds))
         metrics["acc_norm"] = accuracy(test.labels, preds_norm)
+        metrics.update(self._bow(cfg.task, cfg.seed, test))
         self._write(run.run_dir, metrics, test.labels, preds, data.label_names)
         return metrics
+
+    def _bow(self, task_cfg: TaskSection, seed: int, test: Split) -> dict[str, float | str]:
+        """The bag-of-words baseline on this task's train/dev splits, scored on `test`."""
+        try:
+            data = self.load(task_cfg, ("train", "dev"), seed)
+        except (DataError, ConfigError) as exc:
+            log.info("no bag-of-words baseline: %s", exc)
+            return {}
+        assert data.train is not None and data.dev is not None
+        return bag_of_words_baseline(
+            (data.train.texts, data.train.labels),
+            (data.dev.texts, data.dev.labels),
+            (test.texts, test.labels),
+            seed,
+        )
 
     def _evaluate_head(
         self, run: LoadedRun, cfg: EvalConfig, head_dir: Path
@@ -170,6 +188,7 @@ class ClassificationTask:
         preds = predict(model, ids, cfg.batch_size)
         metrics = {"task": self.name, "method": "finetuned", "checkpoint": run.checkpoint_dir.name}
         metrics.update(_scores(test.labels, preds))
+        metrics.update(self._bow(task_cfg, cfg.seed, test))
         self._write(run.run_dir, metrics, test.labels, preds, data.label_names)
         return metrics
 

@@ -149,6 +149,8 @@ def test_lora_classifier_trains_adapters_and_head(base, task_dir, tmp_path):
     assert finetune(cfg, Flags()) == 0
     report = json.loads((out / "eval" / "classification.json").read_text())
     assert report["n"] == 16
+    # The report says whether the model beats a bag of words on the same splits.
+    assert {"majority_acc", "bow_acc", "bow_setting"} <= set(report)
     loaded = load_run(out, merge=False)
     assert loaded.adapter is not None and loaded.adapter["targets"] == ["q_proj", "v_proj"]
     original = load_run(base).model.state_dict()
