@@ -35,7 +35,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
         ]
         cmd += ["-n", str(EXAMPLES), "--generation-deterministic", "--request-timeout", "20"]
         cmd += ["-H", f"Authorization: Bearer {KEY}", "--no-color"]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        # In tmp_path: schemathesis keeps its example database in ./.schemathesis.
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     finally:
         assert server.stop() == 0
     assert out.returncode == 0, out.stdout[-4000:] + "".join(server.log)[-4000:]
