@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 
 def to_png(fig: Any) -> bytes:
@@ -89,6 +90,7 @@ def ability_png(points: list[dict[str, Any]], group_key: str | None) -> bytes:
                     ax.plot(xs, predicted, "--", color=line[0].get_color(),
                             label=f"{name}: p^L")  # fmt: skip
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # crowded labels at small ranges
             ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)

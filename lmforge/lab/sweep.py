@@ -71,7 +71,28 @@ def run_sweep(config: SweepConfig) -> dict[str, Any]:
         raise KeyboardInterrupt
     if config.fit and all(r["status"] == "done" for r in records.values()):
         _fit(out)
+    for name in config.include:
+        summary.setdefault("included", {})[name] = run_sweep(included_config(config, name))
     return summary
+
+
+def included_config(config: SweepConfig, name: str) -> SweepConfig:
+    """An `include`d sweep recipe, run into OUT/<stem> with this sweep's executor settings."""
+    from lmforge.config import deep_merge, load_recipe, packaged_recipes_dir, validate_config
+
+    path = Path(name)
+    if not path.is_file():
+        packaged = packaged_recipes_dir() / "sweeps" / Path(name).with_suffix(".toml").name
+        if not packaged.is_file():
+            raise ConfigError(
+                f"include: sweep recipe {name} not found (neither a file nor a packaged "
+                "configs/sweeps/ recipe); fix the path"
+            )
+        path = packaged
+    shared = {k: getattr(config, k) for k in ("workers", "threads", "executor", "address",
+                                              "storage")}  # fmt: skip
+    raw = deep_merge(load_recipe(path), {**shared, "out": str(Path(config.out) / path.stem)})
+    return validate_config(SweepConfig, raw, source=str(path))
 
 
 def _train(

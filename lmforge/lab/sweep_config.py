@@ -117,6 +117,11 @@ class SweepConfig(Section):
         None, description="train a synthetic task (addition, modular, induction) at every point"
     )
     fit: bool = Field(False, description="run 'lmforge fit' on the sweep when every point is done")
+    include: list[str] = Field(
+        default_factory=list,
+        description="more sweep recipes run after this one, each into OUT/<recipe stem> "
+        "(a path, or a name under the packaged configs/sweeps/)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:

@@ -30,7 +30,9 @@ RESULT_FILE = "ability.json"
 def model_dict(config: SweepConfig, size: list[int], seq_len: int) -> dict[str, Any]:
     """The model keys of a point: the task's context, `ability.model`, then the grid size."""
     assert config.ability is not None
-    base = deep_merge({"kind": "gpt", "max_seq_len": seq_len}, config.ability.model)
+    base = deep_merge({"kind": "gpt"}, config.ability.model)
+    if base["kind"] == "gpt":  # the LSTM has no context limit
+        base.setdefault("max_seq_len", seq_len)
     sized: dict[str, Any] = {"n_layers": size[0], "d_model": size[1]}
     if base.get("kind", "gpt") == "gpt":
         head_dim = config.grid.head_dim or 32
