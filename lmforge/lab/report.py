@@ -1,8 +1,8 @@
 """`lmforge report DIR`: one page about a run or a sweep, as report.html and report.md.
 
-A report is a list of `Part`s (a heading and blocks: text, a table, preformatted text, an
-image); `report_run` and `report_sweep` build them, this module renders them. The HTML is
-self-contained: images are PNGs in `data:` URIs, styles inline, no scripts, nothing fetched.
+A report is a list of `Part`s (`report_blocks`: a heading and its text, tables, preformatted
+text, images); `report_run` and `report_sweep` build them, this module renders them. The HTML
+is self-contained: images are PNGs in `data:` URIs, styles inline, no scripts, nothing fetched.
 The Markdown references the same images written to `report_files/`.
 """
 
@@ -10,44 +10,17 @@ from __future__ import annotations
 
 import base64
 import html
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmforge.errors import ConfigError
+from lmforge.lab.report_blocks import Image, Part, Pre, Table
 from lmforge.lab.report_config import ReportConfig
 from lmforge.verb import Flags
 
 HTML_FILE = "report.html"
 MD_FILE = "report.md"
 FILES_DIR = "report_files"
-
-
-@dataclass
-class Image:
-    name: str  # file name in report_files/, e.g. "loss.png"
-    png: bytes
-    alt: str
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[Any]]
-
-
-@dataclass
-class Pre:
-    text: str
-
-
-@dataclass
-class Part:
-    """A section of the report: a heading and its blocks (str paragraphs, Table, Pre, Image)."""
-
-    title: str
-    blocks: list[Any] = field(default_factory=list)
 
 
 def write_report(config: ReportConfig) -> tuple[Path, Path]:
@@ -166,19 +139,6 @@ def _md_block(block: Any, files: Path) -> list[str]:
         (files / block.name).write_bytes(block.png)
         return [f"![{block.alt}]({files.name}/{block.name})"]
     raise TypeError(f"unknown report block {type(block).__name__}")
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file, skipping a torn last line (an interrupted writer)."""
-    rows = []
-    if not path.is_file():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def run(config: ReportConfig, flags: Flags) -> int:

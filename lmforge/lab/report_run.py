@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmforge.lab.report import Image, Part, Pre, Table, read_jsonl
+from lmforge.lab.report_blocks import Image, Part, Pre, Table, read_jsonl
 from lmforge.lab.report_config import ReportConfig
 from lmforge.lab.report_plots import attention_png, curves_png
 from lmforge.run import rundir

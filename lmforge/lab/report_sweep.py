@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
-from lmforge.lab.report import Image, Part, Table, read_jsonl
+from lmforge.lab.report_blocks import Image, Part, Table, read_jsonl
 from lmforge.lab.report_config import ReportConfig
 from lmforge.lab.report_plots import ability_png, curves_png, loss_vs_compute_png
 
