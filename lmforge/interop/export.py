@@ -24,6 +24,7 @@ from lmforge.interop.hf import hf_family, to_hf_config, to_hf_state_dict
 from lmforge.interop.hf_tokenizer import write_hf_tokenizer
 from lmforge.models import GPTConfig
 from lmforge.models.heads import HEAD_FILE, SPAN_DIR
+from lmforge.run.tokenizer_config import load_chat_template
 from lmforge.verb import Flags
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def export_hf(
         _write_model(tmp, model, cfg, tokenizer, dtype)
         if (Path(run_dir) / SPAN_DIR).is_dir():  # a span-QA run: Transformers' QA class
             _write_qa_model(tmp, Path(run_dir) / SPAN_DIR, family, dtype)
-        write_hf_tokenizer(tokenizer, tmp, model_max_length=cfg.max_seq_len)
+        # The template the run is served with (its own, else the default): chats render alike.
+        template = load_chat_template(run_dir, warn=False).source
+        write_hf_tokenizer(tokenizer, tmp, model_max_length=cfg.max_seq_len, chat_template=template)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -140,5 +143,6 @@ def run(cfg: ExportConfig, flags: Flags) -> int:
     out = export_hf(cfg.run, cfg.out, cfg.checkpoint, cfg.dtype, overwrite=flags.overwrite)
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     print(f"wrote {out}: {files}")
-    print(f"load it with: AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    auto = "AutoModelForQuestionAnswering" if (Path(cfg.run) / SPAN_DIR).is_dir() else None
+    print(f"load it with: {auto or 'AutoModelForCausalLM'}.from_pretrained({str(out)!r})")
     return 0
