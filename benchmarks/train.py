@@ -410,7 +410,11 @@ def summarize(
         {
             "run": f"lmforge defaults (linear kernel {ours['linear_kernel']})",
             "dtype": ours["dtype"],
-            "compile": "yes" if compiled else "no",
+            "compile": "reverted (slower)"
+            if ours["compile"].get("reverted_to_eager")
+            else "yes"
+            if compiled
+            else "no",
             "tokens_per_s": ours["tokens_per_s"],
             "ratio": ratio,
             "mfu": ours["mfu_fp32_peak"],

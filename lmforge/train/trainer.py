@@ -341,6 +341,12 @@ class Trainer:
             compiled * 1e3,
             record["eager_step_s"] * 1e3,
         )
+        if speedup < 1.0:
+            # Measured slower than eager (it happens: bf16 on some CPUs): the rest of the run
+            # goes back to eager, and the cached speedup keeps later runs from compiling.
+            self.model = self._uncompiled()
+            record["reverted_to_eager"] = True
+            log.info("compiled steps are slower than eager here: back to eager")
         if self.env.is_main:
             autocompile.save_measurement(
                 self._compile_key(), torch.get_num_threads(), record["compile_s"], speedup

@@ -78,6 +78,8 @@ def test_auto_compiles_a_run_long_enough_midway(data, tmp_path, monkeypatch, eag
     assert record["decided_at_step"] == autocompile.DECIDE_AFTER
     assert record["compile_s"] > 0 and record["measured_speedup"] > 0
     assert record["eager_step_s"] > 0 and record["compiled_step_s"] > 0
+    # Compiled steps measured slower than eager send the rest of the run back to eager.
+    assert record.get("reverted_to_eager", False) is (record["measured_speedup"] < 1)
     cache = json.loads((tmp_path / "cache" / autocompile.CACHE_FILE).read_text())
     (entry,) = cache.values()
     assert entry["compile_s"] == record["compile_s"]
