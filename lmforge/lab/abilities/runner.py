@@ -62,7 +62,7 @@ def plan_ability_points(config: SweepConfig) -> list[Point]:
     for examples in ability.examples or [None]:
         for seed in seeds:
             task = make_task(ability.task, ability.params, seed, examples)
-            rows = ability.batch_size or task.train.size(0)
+            rows = min(ability.batch_size or task.train.size(0), task.train.size(0))
             tokens_per_step = rows * (task.seq_len - 1)
             for i, size in enumerate(_sizes(config)):
                 model = model_dict(config, size, task.seq_len)
@@ -166,7 +166,7 @@ def train_ability_point(job: dict[str, Any]) -> dict[str, Any]:
         "code": 0,
         "finished": True,
         "step": job["steps"],
-        "tokens": job["steps"] * (job["batch_size"] or data.train.size(0)) * (data.seq_len - 1),
+        "tokens": job["steps"] * _rows_per_step(job, data) * (data.seq_len - 1),
         "seconds": time.perf_counter() - started,
         "val_loss": final["test_loss"],
         "train_loss": final["train_loss"],
@@ -179,12 +179,18 @@ def train_ability_point(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _rows_per_step(job: dict[str, Any], data: TaskData) -> int:
+    """Examples per step: `batch_size`, or the whole training set (0, or a larger batch)."""
+    n = data.train.size(0)
+    return min(int(job["batch_size"]) or n, n)
+
+
 def train_on_task(model: Any, data: TaskData, job: dict[str, Any]) -> list[dict[str, Any]]:
     """The training loop; returns the evaluation rows (also the last step's)."""
     import torch
     import torch.nn.functional as F
 
-    steps, batch = int(job["steps"]), int(job["batch_size"]) or data.train.size(0)
+    steps, batch = int(job["steps"]), _rows_per_step(job, data)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
