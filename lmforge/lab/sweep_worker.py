@@ -79,7 +79,8 @@ def train_point(
     if out.exists() and not resume:
         shutil.rmtree(out)  # killed before its config was written: nothing worth keeping
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log_file, _redirected(log_file):
+    # Line-buffered, so the log can be followed (tail -f) while the point trains.
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log_file, _redirected(log_file):
         try:
             config = validate_config(TrainConfig, train, source=str(out))
             from lmforge.train import run as train_run
@@ -114,7 +115,8 @@ def run_ability_point(job: dict[str, Any], log_path: str) -> dict[str, Any]:
     from lmforge.lab.abilities.runner import train_ability_point
 
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log_file, _redirected(log_file):
+    # Line-buffered, so the log can be followed (tail -f) while the point trains.
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log_file, _redirected(log_file):
         return train_ability_point(job)
 
 
