@@ -3,8 +3,11 @@
 torch's `F.linear` runs fp32 on MKL's GEMM; on some CPUs oneDNN's linear is much faster (a Zen 5
 core: MKL 92 vs oneDNN 209 GFLOP/s, DESIGN.md section 6: MKL keeps to AVX2 on AMD). Inside
 `linear_kernel_mode("onednn")` every `F.linear` on a CPU tensor (nn.Linear, LoRA's layers, heads)
-runs as `lmforge::onednn_linear`, whose forward and backward (x @ W.T, dY @ W, dY.T @ x) are
-all oneDNN linears. It intercepts the function, not the modules: modules, their classes and
+runs as `lmforge::onednn_linear`: forward x @ W.T and input gradient dY @ W on oneDNN's linear;
+the weight gradient dY.T @ x stays on `torch.mm`, because an inner product reduces over its
+operands' contiguous dimension and would need both activations transposed in memory (copies as
+large as the activations, costing about what the faster kernel saves), where a GEMM reads them
+transposed in place. It intercepts the function, not the modules: modules, their classes and
 state-dict keys stay as they are. `auto` reads the machine's cached peaks (`peak.machine_peaks`)
 and picks oneDNN only for fp32 compute where its peak is at least `ONEDNN_MARGIN` x MKL's; bf16
 autocast keeps torch's own path, which already runs bf16 linears on oneDNN.
@@ -144,11 +147,10 @@ def _backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     grad2 = grad.reshape(-1, grad.shape[-1])
     grad_x = grad_w = grad_b = None
     mm_nt = torch.ops.lmforge.onednn_mm_nt
-    if ctx.needs_input_grad[0]:  # dX = dY @ W = dY @ (W.T).T
+    if ctx.needs_input_grad[0]:  # dX = dY @ W = dY @ (W.T).T (a copy of W only: small)
         grad_x = mm_nt(grad2, weight.t().contiguous()).reshape(x.shape)
-    if ctx.needs_input_grad[1]:  # dW = dY.T @ X = dY.T @ (X.T).T
-        flat = x.reshape(-1, x.shape[-1])
-        grad_w = mm_nt(grad2.t().contiguous(), flat.t().contiguous())
+    if ctx.needs_input_grad[1]:  # dW = dY.T @ X: a GEMM reads dY transposed in place
+        grad_w = torch.mm(grad2.t(), x.reshape(-1, x.shape[-1]))
     if ctx.has_bias and ctx.needs_input_grad[2]:
         grad_b = grad2.sum(0)
     return grad_x, grad_w, grad_b
