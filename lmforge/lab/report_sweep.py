@@ -41,8 +41,9 @@ def _overview(sweep_dir: Path, index: dict[str, Any], points: list[dict[str, Any
     rows = [[p["name"], p.get("status"), p["N"], p.get("N_non_embedding"), p["D"], p["C"],
              p.get("loss"), p.get("seconds")] for p in points]  # fmt: skip
     what = f"task {index['task']}" if index.get("kind") == "ability" else f"base {index['base']}"
+    counts = ", ".join(f"{n} {status}" for status, n in (index.get("status") or {}).items())
     text = (
-        f"{len(points)} points ({index.get('status')}), {what}, executor {index.get('executor')}, "
+        f"{len(points)} points ({counts}), {what}, executor {index.get('executor')}, "
         f"{index.get('threads')} thread(s) per point. N counts every parameter; C = FLOPs per "
         "token (attention included) × D."
     )
@@ -109,7 +110,7 @@ def _laws(sweep_dir: Path, fit: dict[str, Any]) -> Part:
         value, interval = source.get(key), source.get(f"{key}_ci")
         if value is None:
             return "n/a"
-        return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+        return f"{value:.4g}" + (f" [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else "")
 
     a2 = fit.get("approach2", {})
     rows = [
