@@ -8,6 +8,7 @@ rounded to whole optimizer steps, and the point records the D and C it actually 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from lmforge.config import deep_merge, load_recipe, validate_config
 from lmforge.errors import ConfigError
 from lmforge.lab.sweep_config import SweepConfig
 from lmforge.run.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
 
@@ -186,6 +189,12 @@ def _point(
     tokens_per_step = train.train.batch_tokens or train.train.batch_size * train.seq_len
     target = value if kind == "tokens" else value / fpt
     steps = max(1, round(target / tokens_per_step))
+    if steps * tokens_per_step > 1.5 * target:
+        log.warning(
+            "warning: point l%d_d%d: one step (%d tokens) is more than the budget's %.3g tokens; "
+            "it trains 1 step, above its budget (raise the budget or lower train.batch_size)",
+            n_layers, d_model, tokens_per_step, target,
+        )  # fmt: skip
     heads = f"h{n_heads}_" if explicit_heads else ""
     name = f"l{n_layers}_d{d_model}_{heads}{'t' if kind == 'tokens' else 'c'}{format_budget(value)}"
     if many_seeds:
