@@ -15,10 +15,9 @@ from lmforge.train.kernels import onednn_available
 from lmforge.train.trainer import run
 from lmforge.verb import Flags
 
-pytestmark = [
-    pytest.mark.slow,  # inductor compiles a forward and a backward graph: tens of seconds
-    pytest.mark.skipif(not compiler_available(), reason="inductor needs a C++ compiler"),
-]
+needs_compiler = pytest.mark.skipif(
+    not compiler_available(), reason="inductor needs a C++ compiler"
+)
 STEPS = 14  # 6 eager steps to decide, 1 compiling, 5 timed, 2 more
 RTOL = 2e-4  # inductor fuses and reorders float sums; eager and compiled agree to ~1e-5
 
@@ -45,6 +44,8 @@ def _close(a: dict[int, float], b: dict[int, float]) -> None:
 
 
 @pytest.mark.skipif(not onednn_available(), reason="torch without oneDNN")
+@pytest.mark.slow  # inductor compiles a forward and a backward graph: tens of seconds cold
+@needs_compiler
 def test_compile_true_trains_to_the_eager_losses(data, tmp_path, eager_losses):
     out = tmp_path / "compiled"
     cfg = train_config(
@@ -63,6 +64,8 @@ def test_compile_true_trains_to_the_eager_losses(data, tmp_path, eager_losses):
     assert info["compile"]["compile"] is True and info["linear_kernel"] == "onednn"
 
 
+@pytest.mark.slow  # inductor compiles a forward and a backward graph: tens of seconds cold
+@needs_compiler
 def test_auto_compiles_a_run_long_enough_midway(data, tmp_path, monkeypatch, eager_losses):
     monkeypatch.setenv("LMFORGE_CACHE_DIR", str(tmp_path / "cache"))
     # As if an earlier run had measured a free compile and a large gain: this short run pays.
@@ -86,4 +89,22 @@ def test_auto_compiles_a_run_long_enough_midway(data, tmp_path, monkeypatch, eag
     # Every training row keeps its step and tokens/s; compiling is not counted as training time.
     rows = [r for r in read_rows(out) if "loss" in r]
     assert [r["step"] for r in rows] == [3, 6, 9, 12, 14]
+    assert all(r["tokens_per_s"] > 0 for r in rows)
+
+
+def test_auto_keeps_a_short_run_eager_and_says_why(data, tmp_path):
+    out = tmp_path / "short"
+    cfg = train_config(data, out, train__max_steps=STEPS, sample__every=0)
+    assert run(cfg, Flags()) == 0
+    info = json.loads((out / "run_info.json").read_text())
+    record = info["compile"]
+    assert record["setting"] == "auto" and record["compile"] is False
+    if compiler_available():
+        assert record["decided_at_step"] == autocompile.DECIDE_AFTER
+        assert "assumed compile 60 s" in record["reason"] and record["eager_step_s"] > 0
+    else:
+        assert record["reason"] == "no C++ compiler for inductor"
+    assert info["linear_kernel"] in ("mkl", "onednn")
+    rows = [r for r in read_rows(out) if "loss" in r]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert all(r["tokens_per_s"] > 0 for r in rows)
