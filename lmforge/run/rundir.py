@@ -116,7 +116,8 @@ def _load_lora(
             f"LoRA run {run_dir} was trained on {base_ckpt}, which no longer exists; restore "
             f"that checkpoint of the base run (or export this run merged while it exists)"
         )
-    base_state = ckpt.verify_checkpoint(base_ckpt, only=(base["file"],))
+    # The file itself is hashed against this state.json when the base loads, below.
+    base_state = ckpt.verify_checkpoint(base_ckpt, checksums=False, only=(base["file"],))
     recorded = (base_state.get("files") or {}).get(base["file"], {}).get("sha256")
     if recorded != base["sha256"]:
         raise CheckpointError(
