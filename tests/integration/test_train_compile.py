@@ -8,6 +8,7 @@ import json
 
 import pytest
 from _train_support import make_data_dir, read_rows, train_config, train_losses
+from lmforge_testing import require
 
 from lmforge.train import autocompile
 from lmforge.train.autocompile import compiler_available
@@ -15,9 +16,6 @@ from lmforge.train.kernels import onednn_available
 from lmforge.train.trainer import run
 from lmforge.verb import Flags
 
-needs_compiler = pytest.mark.skipif(
-    not compiler_available(), reason="inductor needs a C++ compiler"
-)
 STEPS = 14  # 6 eager steps to decide, 1 compiling, 5 timed, 2 more
 RTOL = 2e-4  # inductor fuses and reorders float sums; eager and compiled agree to ~1e-5
 
@@ -43,10 +41,10 @@ def _close(a: dict[int, float], b: dict[int, float]) -> None:
         assert abs(a[step] - b[step]) <= RTOL * abs(b[step]), (step, a[step], b[step])
 
 
-@pytest.mark.skipif(not onednn_available(), reason="torch without oneDNN")
 @pytest.mark.slow  # inductor compiles a forward and a backward graph: tens of seconds cold
-@needs_compiler
 def test_compile_true_trains_to_the_eager_losses(data, tmp_path, eager_losses):
+    require(compiler_available(), "inductor needs a C++ compiler")
+    require(onednn_available(), "torch built without oneDNN")
     out = tmp_path / "compiled"
     cfg = train_config(
         data,
@@ -65,8 +63,8 @@ def test_compile_true_trains_to_the_eager_losses(data, tmp_path, eager_losses):
 
 
 @pytest.mark.slow  # inductor compiles a forward and a backward graph: tens of seconds cold
-@needs_compiler
 def test_auto_compiles_a_run_long_enough_midway(data, tmp_path, monkeypatch, eager_losses):
+    require(compiler_available(), "inductor needs a C++ compiler")
     monkeypatch.setenv("LMFORGE_CACHE_DIR", str(tmp_path / "cache"))
     # As if an earlier run had measured a free compile and a large gain: this short run pays.
     monkeypatch.setattr(autocompile, "ASSUMED_COMPILE_S", 0.0)

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from lmforge_testing import require
 
 from lmforge.errors import ConfigError
 from lmforge.models import build_model
@@ -19,7 +20,11 @@ from lmforge.train.kernels import choose_linear_kernel, linear_kernel_mode
 from lmforge.train.peak import cpu_key
 
 CPU = torch.device("cpu")
-pytestmark = pytest.mark.skipif(not kernels.onednn_available(), reason="torch without oneDNN")
+
+
+@pytest.fixture(autouse=True)
+def _onednn():
+    require(kernels.onednn_available(), "torch built without oneDNN")
 
 
 def _loss_and_grads(model, tokens, kernel, dtype=torch.float32):
