@@ -2,10 +2,14 @@
 
 Pipeline (all through `lmforge.cli.main`, so every step is a command a user can rerun): prepare a
 BPE data dir from real English in the shared data (tinyshakespeare + Multi30k English train + the
-unlabelled SST-2/TREC training sentences), pretrain each model for a wall-clock budget, score
-0-shot and k-shot by likelihood, fine-tune a classifier (whole model, mean pooling), and do the
-same fine-tuning from an untrained model to show what pretraining buys. Prints a Markdown table
-and writes `benchmarks/results/eval_tasks.json`.
+unlabelled SST-2/TREC training sentences; never a test sentence), pretrain each model for a
+wall-clock budget, score 0-shot and k-shot by likelihood, fine-tune a classifier three ways side by
+side (the whole model, LoRA adapters + head (GPT only: an LSTM has no linear layers to adapt), the
+head alone), and fine-tune from an untrained model to show what pretraining buys. Every row carries
+the majority and the bag-of-words (tf-idf + logistic regression, chosen on dev) baselines of the
+same splits. Budget (defaults): 600 s pretraining per model + 150 s per fine-tuning, so each model
+takes <= 30 minutes on 2 cores. Prints a Markdown table and writes
+`benchmarks/results/eval_tasks.json` (table `classification`).
 Usage: `python benchmarks/eval_tasks.py [--quick] [--pretrain-seconds S] [--threads N]`.
 """
 
@@ -20,10 +24,10 @@ import time
 from pathlib import Path
 
 import torch
+from results_io import RESULTS, table, write_result
 
 from lmforge.cli import main as lmforge
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = Path(
     os.environ.get("LMFORGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
@@ -36,7 +40,7 @@ FULL = {
     "lstm": ["model.kind=lstm", "model.n_layers=2", "model.d_model=256", "model.d_hidden=512"]
     + ["train.seq_len=128", "train.batch_size=32"],
     "optim": ["optim.lr=1e-3", "schedule.warmup_steps=100"],
-    "finetune": ["classifier.epochs=6", "classifier.patience=4", "classifier.max_time=900"],
+    "finetune": ["classifier.epochs=6", "classifier.patience=4", "classifier.max_time=150"],
     "shots": 4,
     "limit": None,
 }
@@ -96,14 +100,25 @@ def evaluate_arch(arch: str, plan: dict, work: Path, data: Path, seconds: float)
         for shots in (0, plan["shots"]):
             seconds_used = run(["eval", str(pretrained), f"task={task}", f"shots={shots}", *limit])
             rows.append(_row(arch, task, f"{shots}-shot", report(pretrained, task), seconds_used))
-        for start, label in ((pretrained, "finetuned"), (scratch, "finetuned (no pretraining)")):
-            out = work / f"{start.name}-{task}"
+        for start, label, extra in _finetunings(arch, pretrained, scratch):
+            out = work / f"{start.name}-{task}-{label.split()[0]}"
             args = ["finetune", str(start), f"task={task}", f"out={out}", "device=cpu"]
-            seconds_used = run([*args, *plan["finetune"], "--overwrite"])
+            seconds_used = run([*args, *plan["finetune"], *extra, "--overwrite"])
             rows.append(_row(arch, task, label, report(out, task), seconds_used))
     for row in rows:
         row.update(pretrain_seconds=round(pretrain_s, 1), val_bits_per_byte=val["bits_per_byte"])
     return rows
+
+
+def _finetunings(arch: str, pretrained: Path, scratch: Path) -> list[tuple[Path, str, list[str]]]:
+    """(start, label, extra keys) of each fine-tuning compared."""
+    ways = [(pretrained, "full fine-tuning", [])]
+    if arch == "gpt":  # LoRA adapts linear layers; the LSTM's gates are one fused nn.LSTM
+        lora = ["lora.rank=16", "lora.targets=all-linear", "classifier.lr=2e-3"]
+        ways.append((pretrained, "LoRA r=16 + head", lora))
+    ways.append((pretrained, "head only", ["classifier.mode=head", "classifier.lr=3e-3"]))
+    ways.append((scratch, "full (no pretraining)", []))
+    return ways
 
 
 def _row(arch: str, task: str, method: str, metrics: dict, seconds: float) -> dict:
@@ -114,31 +129,43 @@ def _row(arch: str, task: str, method: str, metrics: dict, seconds: float) -> di
         "acc": metrics["acc"],
         "macro_f1": metrics["macro_f1"],
         "majority_acc": metrics["majority_acc"],
+        "bow_acc": metrics.get("bow_acc"),
         "n": metrics["n"],
         "seconds": round(seconds, 1),
     }
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| model | task | method | acc | macro-F1 | majority | n | seconds |"]
-    lines.append("|---|---|---|---|---|---|---|---|")
+COLUMNS = [
+    ["model", "model", ""],
+    ["task", "task", ""],
+    ["method", "method", ""],
+    ["acc", "acc", ".3f"],
+    ["macro-F1", "macro_f1", ".3f"],
+    ["majority", "majority_acc", ".3f"],
+    ["bag of words", "bow_acc", ".3f"],
+    ["n", "n", "d"],
+    ["seconds", "seconds", ".0f"],
+]
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(c[0] for c in COLUMNS) + " |"]
+    lines.append("|" + "---|" * len(COLUMNS))
     for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['task']} | {r['method']} | {r['acc']:.3f} | "
-            f"{r['macro_f1']:.3f} | {r['majority_acc']:.3f} | {r['n']} | {r['seconds']} |"
-        )
+        cells = [format(r[key], spec) if r[key] is not None else "-" for _, key, spec in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and budgets (smoke)")
-    parser.add_argument("--pretrain-seconds", type=float, help="per model (default 900; quick 20)")
+    parser.add_argument("--pretrain-seconds", type=float, help="per model (default 600; quick 20)")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument("--workdir", default="/tmp/lmforge_eval_tasks", help="scratch dir")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
-    seconds = args.pretrain_seconds or (20.0 if args.quick else 900.0)
+    seconds = args.pretrain_seconds or (20.0 if args.quick else 600.0)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by lmforge's set_threads
     work = Path(args.workdir)
@@ -159,20 +186,18 @@ def main() -> None:
     for arch in ("gpt", "lstm"):
         rows += evaluate_arch(arch, plan, work, data, seconds)
     print()
-    print(table(rows))
-    RESULTS.mkdir(exist_ok=True)
+    print(markdown(rows))
     result = {
         "benchmark": "eval_tasks",
         "quick": args.quick,
         "pretrain_seconds_budget": seconds,
-        "threads": torch.get_num_threads(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "torch": torch.__version__,
         "plan": plan,
         "rows": rows,
+        "tables": {"classification": table(COLUMNS, rows)},
     }
-    path = RESULTS / "eval_tasks.json"
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    name = "eval_tasks_quick.json" if args.quick else "eval_tasks.json"
+    path = write_result(RESULTS / name, result, torch.get_num_threads())
     print(f"\nwrote {path}")
 
 
