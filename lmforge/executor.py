@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ def _init_worker(threads: int) -> None:
     # Set before torch (or numpy) is imported in the worker, so their pools start this size.
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
+    # Out of the terminal's process group: Ctrl-C reaches only the driver, which passes exactly
+    # one SIGINT on to each worker (a trainer that gets two aborts without its checkpoint).
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()
 
 
 def _run_local(
@@ -96,9 +101,22 @@ def _run_local(
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=futures.__getitem__):
                     yield futures[future], future.result()
+        except KeyboardInterrupt:
+            # Ctrl-C (or SIGTERM, which `lmforge sweep` turns into one) reached this process
+            # only: pass it on, so each job stops cleanly (a trainer checkpoints first).
+            _interrupt_workers(pool)
+            raise
         finally:
             for future in futures:
                 future.cancel()
+
+
+def _interrupt_workers(pool: ProcessPoolExecutor) -> None:
+    for process in list(getattr(pool, "_processes", {}).values()):
+        try:
+            os.kill(process.pid, signal.SIGINT)
+        except (ProcessLookupError, OSError):
+            pass
 
 
 # -- Ray ------------------------------------------------------------------------------------------

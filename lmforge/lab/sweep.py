@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import time
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +179,10 @@ def _numbers(point: Point, result: dict[str, Any]) -> dict[str, Any]:
     return numbers
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def write_sweep(
     out: Path, config: SweepConfig, records: dict[str, dict[str, Any]], seconds: float | None = None
 ) -> dict[str, Any]:
@@ -235,11 +241,21 @@ def _fit(out: Path) -> None:
 
 
 def run(config: SweepConfig, flags: Flags) -> int:
+    # SIGTERM (a scheduler, `kill`) stops the sweep the way Ctrl-C does: workers checkpoint.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         summary = run_sweep(config)
     except KeyboardInterrupt:
         print(f"interrupted; rerun the same command to resume: sweep.json in {config.out}")
         return 130
+    except BrokenExecutor:
+        print(
+            "a worker process died (killed, or out of memory?); the finished points are kept: "
+            f"see {Path(config.out) / LOG_DIR} and rerun the same command to resume"
+        )
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     counts = summary["status"]
     print(f"sweep.json: {counts} -> {Path(config.out) / SWEEP_FILE}")
     return 0 if counts.get("done", 0) == len(summary["points"]) else 1

@@ -94,9 +94,10 @@ def per_position_loss(logits: torch.Tensor, targets: torch.Tensor) -> list[float
 def in_context_score(
     logits: torch.Tensor, targets: torch.Tensor, answer_mask: torch.Tensor
 ) -> dict[str, float]:
-    """Induction: loss on the segment's first in-order copy (early) minus loss on its repeat
-    (late), both after their first token. Both copies' tokens were seen before (the shuffle),
-    so only copying what followed the current token earlier makes the late loss lower."""
+    """Induction: loss on the segment's first in-order copy (early; at positions L .. 2L-1)
+    minus loss on its repeat (late; the answer mask), both after their first token. Both copies'
+    tokens were seen before (the shuffle), so only copying what followed the current token
+    earlier makes the late loss lower."""
     losses = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
     lengths = (answer_mask.sum(dim=1) + 1).unsqueeze(1)
     positions = torch.arange(targets.size(1)).unsqueeze(0)

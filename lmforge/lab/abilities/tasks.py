@@ -8,9 +8,9 @@ Each task is a set of fixed-length token sequences plus two masks over the next-
   (least significant first). A pair is a test pair iff a seeded hash puts it there, so a
   training pair can never be a test pair.
 - `induction`: a segment of distinct random tokens, of varying length L, shown shuffled, then
-  in order twice, then random filler (Olsson et al. 2022's repeated random tokens, with the
-  shuffle so that "copy any earlier token" helps both copies alike). Segments split by a
-  seeded hash the same way.
+  in order, then after a random gap in order again, then random filler (Olsson et al. 2022's
+  repeated random tokens; the shuffle makes "copy any earlier token" help both in-order copies
+  alike, the gap defeats "copy from a fixed distance back"). Segments split by a seeded hash.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "addition": {"digits": 3, "reverse": False, "train_examples": 10000, "test_examples": 1000},
     "induction": {
         "vocab": 32,
-        "seq_len": 48,
-        "min_repeat": 4,
+        "seq_len": 64,
+        "min_repeat": 8,
         "max_repeat": 16,
+        "max_gap": 16,
         "train_examples": 4096,
         "test_examples": 512,
     },  # fmt: skip
@@ -191,11 +192,12 @@ def _fixed(
 
 def _induction(params: dict[str, Any], seed: int) -> TaskData:
     V, T = int(params["vocab"]), int(params["seq_len"])
-    lo, hi = int(params["min_repeat"]), int(params["max_repeat"])
-    if not 2 <= lo <= hi <= V or 3 * hi > T:
+    lo, hi, gap = int(params["min_repeat"]), int(params["max_repeat"]), int(params["max_gap"])
+    if not 2 <= lo <= hi <= V or 3 * hi + gap > T or gap < 0:
         raise ConfigError(
-            f"induction task: need 2 <= min_repeat <= max_repeat <= vocab and 3 * max_repeat <= "
-            f"seq_len, got min_repeat={lo}, max_repeat={hi}, vocab={V}, seq_len={T}"
+            f"induction task: need 2 <= min_repeat <= max_repeat <= vocab, max_gap >= 0 and "
+            f"3 * max_repeat + max_gap <= seq_len, got min_repeat={lo}, max_repeat={hi}, "
+            f"max_gap={gap}, vocab={V}, seq_len={T}"
         )
     vocab = [f"t{i}" for i in range(V)]
     rng = torch.Generator().manual_seed(seed)
@@ -203,25 +205,29 @@ def _induction(params: dict[str, Any], seed: int) -> TaskData:
     train, test = [], []
     while len(train) < n_train or len(test) < n_test:
         length = int(torch.randint(lo, hi + 1, (), generator=rng))
+        between = int(torch.randint(0, gap + 1, (), generator=rng))
         segment = torch.randperm(V, generator=rng)[:length]  # distinct tokens: one match each
         shuffled = segment[torch.randperm(length, generator=rng)]
         filler = torch.randint(0, V, (T - 3 * length,), generator=rng)
-        # [segment shuffled][segment][segment][filler]: the first copy's tokens were all seen
-        # before, so "copy a token seen earlier" helps both copies alike; only an induction
-        # head (copy what followed the current token last time) helps the repeat more.
-        row = torch.cat([shuffled, segment, segment, filler])
+        # [segment shuffled][segment][gap][segment][filler]: the first in-order copy's tokens
+        # were all seen before, so "copy a token seen earlier" helps both copies alike; the
+        # random gap spreads the distance between the copies, so attending a fixed distance back
+        # does not work either; only an induction head helps the repeat more.
+        row = torch.cat([shuffled, segment, filler[:between], segment, filler[between:]])
         if split_hash(tuple(segment.tolist()), seed) < 0.1:  # the segment decides the split
             if len(test) < n_test:
-                test.append((row, length))
+                test.append((row, length, between))
         elif len(train) < n_train:
-            train.append((row, length))
+            train.append((row, length, between))
 
-    def pack(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.stack([r for r, _ in items])
+    def pack(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.stack([r for r, _, _ in items])
         answer = torch.zeros(len(items), T - 1, dtype=torch.bool)
-        for i, (_, length) in enumerate(items):
-            # Predicting tokens 2L+1 .. 3L-1 (the repeat after its first token): targets 2L..3L-2.
-            answer[i, 2 * length : 3 * length - 1] = True
+        for i, (_, length, between) in enumerate(items):
+            # The repeat starts at R = 2L + gap; predicting its tokens after the first
+            # (positions R+1 .. R+L-1) are targets R .. R+L-2.
+            start = 2 * length + between
+            answer[i, start : start + length - 1] = True
         return rows, answer
 
     train_rows, train_answer = pack(train)
@@ -235,8 +241,13 @@ def _induction(params: dict[str, Any], seed: int) -> TaskData:
 
 
 def segment_lengths(answer_mask: torch.Tensor) -> torch.Tensor:
-    """Induction: each row's repeat length L (its answer covers L - 1 targets)."""
+    """Induction: each row's segment length L (its answer covers L - 1 targets)."""
     return answer_mask.sum(dim=1) + 1
+
+
+def repeat_starts(answer_mask: torch.Tensor) -> torch.Tensor:
+    """Induction: the position where each row's repeat of the segment starts (2L + gap)."""
+    return answer_mask.float().argmax(dim=1)
 
 
 def ln_vocab(data: TaskData) -> float:

@@ -20,7 +20,7 @@ from lmforge.lab.abilities.metrics import (
     in_context_score,
 )
 from lmforge.lab.abilities.runner import train_ability_point
-from lmforge.lab.abilities.tasks import make_task, segment_lengths
+from lmforge.lab.abilities.tasks import make_task, repeat_starts, segment_lengths
 from lmforge.lab.inspect import attention_maps, logit_lens, prefix_matching_scores
 from lmforge.models import build_model
 from lmforge.models.config import GPTConfig
@@ -60,14 +60,18 @@ def test_addition_disjoint_and_correct(reverse: bool) -> None:
 
 
 def test_induction_layout_and_split() -> None:
-    params = {"vocab": 20, "seq_len": 30, "min_repeat": 3, "max_repeat": 8,
+    params = {"vocab": 20, "seq_len": 34, "min_repeat": 3, "max_repeat": 8, "max_gap": 10,
               "train_examples": 300, "test_examples": 40}  # fmt: skip
     data = make_task("induction", params, seed=1)
     lengths = segment_lengths(data.test_answer_mask)
-    for row, L in zip(data.test.tolist(), lengths.tolist(), strict=True):
-        assert 3 <= L <= 8
-        assert row[L : 2 * L] == row[2 * L : 3 * L] and len(set(row[L : 2 * L])) == L
+    starts = repeat_starts(data.test_answer_mask)
+    gaps = set()
+    for row, L, R in zip(data.test.tolist(), lengths.tolist(), starts.tolist(), strict=True):
+        assert 3 <= L <= 8 and 2 * L <= R <= 2 * L + 10
+        gaps.add(R - 2 * L)
+        assert row[L : 2 * L] == row[R : R + L] and len(set(row[L : 2 * L])) == L
         assert sorted(row[:L]) == sorted(row[L : 2 * L])  # the shuffled copy
+    assert len(gaps) > 3  # the distance between the copies varies
 
     def segments(rows, ls):
         return {tuple(r[L : 2 * L].tolist()) for r, L in zip(rows, ls, strict=True)}
@@ -75,7 +79,7 @@ def test_induction_layout_and_split() -> None:
     train_lengths = segment_lengths(data.train_answer_mask)
     assert not segments(data.train, train_lengths.tolist()) & segments(data.test, lengths.tolist())
     with pytest.raises(ConfigError, match="3 \\* max_repeat"):
-        make_task("induction", {**params, "max_repeat": 11}, seed=1)
+        make_task("induction", {**params, "max_repeat": 9}, seed=1)
     with pytest.raises(ConfigError, match="does not take"):
         make_task("induction", {"digits": 3}, seed=1)
 
@@ -116,7 +120,7 @@ def test_teacher_forced_exact_match_is_greedy_decoding() -> None:
 
 
 def test_in_context_score_and_prefix_matching_on_a_built_copier() -> None:
-    params = {"vocab": 16, "seq_len": 24, "min_repeat": 4, "max_repeat": 6,
+    params = {"vocab": 16, "seq_len": 26, "min_repeat": 4, "max_repeat": 6, "max_gap": 8,
               "train_examples": 8, "test_examples": 8}  # fmt: skip
     data = make_task("induction", params, seed=0)
     rows, answer = data.test, data.test_answer_mask
@@ -128,15 +132,19 @@ def test_in_context_score_and_prefix_matching_on_a_built_copier() -> None:
     assert score["early_loss"] == pytest.approx(math.log(16), rel=1e-5)
     assert score["late_loss"] < 1e-6 and score["icl_score"] == pytest.approx(math.log(16), 1e-4)
     # Prefix matching of a real (untrained) GPT is a probability: in [0, 1], one per head.
-    model = build_model(GPTConfig(n_layers=2, d_model=16, n_heads=2, max_seq_len=24,
+    model = build_model(GPTConfig(n_layers=2, d_model=16, n_heads=2, max_seq_len=26,
                                   mlp="none"), 16)  # fmt: skip
-    scores = prefix_matching_scores(model, rows, segment_lengths(answer))
+    scores = prefix_matching_scores(model, rows, segment_lengths(answer), repeat_starts(answer))
     assert len(scores) == 2 and all(len(h) == 2 and all(0 <= s <= 1 for s in h) for h in scores)
-    # ... and equals the attention read directly off the maps for one row.
-    L = int(segment_lengths(answer[:1]))
+    # ... and equals the attention read directly off the maps for one row: from each repeat
+    # token to the token after its earlier occurrence (the first in-order copy).
+    L, R = int(segment_lengths(answer[:1])), int(repeat_starts(answer[:1]))
+    assert rows[0, R : R + L].tolist() == rows[0, L : 2 * L].tolist()
     maps = attention_maps(model, rows[0])
-    direct = sum(float(maps[1][0, 2 * L + k, L + k + 1]) for k in range(L - 1)) / (L - 1)
-    single = prefix_matching_scores(model, rows[:1], segment_lengths(answer[:1]))
+    direct = sum(float(maps[1][0, R + k, L + k + 1]) for k in range(L - 1)) / (L - 1)
+    single = prefix_matching_scores(
+        model, rows[:1], segment_lengths(answer[:1]), repeat_starts(answer[:1])
+    )
     assert single[1][0] == pytest.approx(direct, rel=1e-5)
 
 
