@@ -110,17 +110,7 @@ class Trainer:
         self._window_start = (0.0, self.state.tokens)
         self._step_time = 0.0  # seconds inside train_step (tokens/s excludes eval and saving)
         self._last_saved = -1
-        # Rank 0's measured choice on every rank: ranks must run the same kernels.
-        self.linear_kernel = str(
-            dist_utils.broadcast_object(
-                choose_linear_kernel(
-                    config.train.linear_kernel, device, self.dtype, torch.get_num_threads()
-                )
-                if env.is_main
-                else None,
-                env,
-            )
-        )
+        self.linear_kernel = self._choose_linear_kernel(config.train.linear_kernel)
         self._step_durations: list[float] = []
         self.compile_record: dict[str, Any] = {"setting": config.compile}
         self._compile_phase = self._compile_plan(config.compile, parts)
@@ -208,6 +198,18 @@ class Trainer:
         if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor
             norm = norm.full_tensor()
         return norm
+
+    def _choose_linear_kernel(self, setting: str) -> str:
+        threads = torch.get_num_threads()
+        if setting != "auto" or not self.env.enabled:
+            return choose_linear_kernel(setting, self.device, self.dtype, threads)
+        # Rank 0's measured choice on every rank: ranks must run the same kernels.
+        choice = (
+            choose_linear_kernel(setting, self.device, self.dtype, threads)
+            if self.env.is_main
+            else None
+        )
+        return str(dist_utils.broadcast_object(choice, self.env))
 
     def _uncompiled(self) -> torch.nn.Module:
         """The (DDP/FSDP-wrapped) model without torch.compile's wrapper: checkpoints keep their
