@@ -371,7 +371,7 @@ def main() -> None:
             recipes[name] = run_recipe(name, recipe, data, threads, workdir, args.quick)
     result = summarize(ref, ours, recipes, peaks, fp32_peak, native_bf16, args)
     path = write_result(out_path, result, threads)
-    print_tables(result)
+    print_tables(result, path)
     print(f"\nwritten: {path}")
 
 
@@ -514,13 +514,14 @@ def _yes(met: bool | None) -> str:
     return "n/a" if met is None else "yes" if met else "NO"
 
 
-def print_tables(result: dict) -> None:
+def print_tables(result: dict, path: Path) -> None:
+    """Each table as the block docs/training.md embeds (tests/unit/test_docs_tables.py)."""
     from results_io import render
 
     cpu = cpu_record()
     print(f"\n{cpu['model']} ({cpu['family']}; {', '.join(cpu['flags'])})")
     for name, spec in result["tables"].items():
-        print(f"\n{name}:\n{render(spec)}")
+        print(f"\n<!-- results: {path.name}#{name} -->\n{render(spec)}\n<!-- /results -->")
 
 
 if __name__ == "__main__":
