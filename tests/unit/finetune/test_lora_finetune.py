@@ -112,6 +112,17 @@ def test_lora_run_is_accepted_by_generate_eval_and_finetune(sft_run, task_dir, t
     text = tmp_path / "text.txt"
     text.write_text("1+2=3\n4+4=8\n" * 20)
     assert main(["eval", str(sft_run), "device=cpu", f"text={text}"]) == 0
+    # A LoRA run as `init.from` of training: the merged model continues as a plain one.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("1+2=3\n4+4=8\n2+5=7\n" * 200)
+    data = tmp_path / "data"
+    tok = ["tokenizer.kind=file", f"tokenizer.path={sft_run / 'tokenizer.json'}"]
+    assert main(["prepare", str(corpus), f"out={data}", *tok]) == 0
+    trained = tmp_path / "continued"
+    steps = ["train.max_steps=2", "train.batch_size=2", "train.seq_len=16", "train.peak_tflops=0.1"]
+    args = [f"init.from={sft_run}", "eval.every=2", "sample.every=0", "train.tensorboard=false"]
+    assert main(["train", str(trained), f"data={data}", *steps, *args]) == 0
+    assert load_run(trained).adapter is None and load_run(trained).step == 2
     # A LoRA run as the start of another fine-tuning (its merged model is the new base).
     out = tmp_path / "again"
     assert finetune(_sft(sft_run, task_dir, out), Flags()) == 0
