@@ -57,6 +57,10 @@ class GenerationTask:
     def score(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         raise NotImplementedError
 
+    def for_run(self, run: LoadedRun) -> GenerationTask:
+        """The task as it applies to `run` (a chat task takes the run's chat template)."""
+        return self
+
     def baselines(self, examples: list[Example]) -> dict[str, float]:
         """Model-free reference scores reported beside the model's (none by default)."""
         return {}
@@ -118,8 +122,11 @@ def decode_answers(
     tokenizer, model = run.tokenizer, run.model.eval()
     ids = [tokenizer.encode(p) or [tokenizer.eot_id] for p in prompts]
     context = model.max_context
-    if context is not None:
-        # Crop prompts from the left so that prompt + answer fit, as SFT cropped them.
+    if context is not None and beam_size > 1:
+        # Beam search decodes at fixed positions: crop prompts from the left so prompt + answer
+        # fit. Greedy decoding keeps a prompt that fits whole, as SFT trained on it (cropping it
+        # to make room for a long answer budget would show the model text it never saw); the
+        # generator crops only a prompt longer than the context and slides a full window.
         max_new_tokens = min(max_new_tokens, context // 2)
         ids = [p[-(context - max_new_tokens) :] for p in ids]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))

@@ -287,6 +287,7 @@ def finetune_sft(
         return code
     if adapter is not None:  # a LoRA run keeps the adapter, not a copy of the base
         convert_checkpoints(trainer.out, adapter)
+    _carry_chat_template(task, run, trainer.out)
     publish(trainer.out, out, flags)
     if cfg.sft.evaluate:
         _score_test(task, out, cfg, device)
@@ -317,6 +318,20 @@ def _train_into(
     if code != 0:
         log.warning("fine-tuning stopped early; the partial run dir is %s", tmp)
     return code
+
+
+def _carry_chat_template(task: GenerationTask, run: LoadedRun, work: Path) -> None:
+    """The new run speaks as it was trained: a chat fine-tuning stores the template it trained
+    with (so `lmforge serve` and an export render chats the same way); any other fine-tuning
+    keeps the base run's tokenizer_config.json, if it has one."""
+    from lmforge.run.tokenizer_config import read_tokenizer_config, write_chat_template
+    from lmforge.run.tokenizer_config import write_tokenizer_config as write_config
+
+    template = getattr(task, "template", None)
+    if template is not None and hasattr(template, "source"):
+        write_chat_template(work, template.source, template.stop)
+    elif base := read_tokenizer_config(run.run_dir):
+        write_config(work, base)
 
 
 def _score_test(task: GenerationTask, out: Path, cfg: FinetuneConfig, device: torch.device) -> None:

@@ -54,7 +54,8 @@ def finetune(cfg: FinetuneConfig, flags: Flags | None = None) -> int:
         return finetune_span_qa(task, run, cfg, flags, adapter)
     from lmforge.finetune.sft import finetune_sft
 
-    return finetune_sft(task, run, cfg, flags, adapter)  # type: ignore[arg-type]
+    generation = task.for_run(run)  # type: ignore[attr-defined] - e.g. chat takes run's template
+    return finetune_sft(generation, run, cfg, flags, adapter)
 
 
 def run(cfg: FinetuneConfig, flags: Flags) -> int:

@@ -28,8 +28,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 _PROBE = "Hello, world!  It's 2024.\n\n\tcafé naïve — 東京 🙂 <|endoftext|> end  \n"
 
 
-def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str, str]:
-    """The three files' contents, by name, for an lmforge `Tokenizer`."""
+def hf_tokenizer_files(
+    tokenizer: Tokenizer, model_max_length: int, chat_template: str | None = None
+) -> dict[str, str]:
+    """The three files' contents, by name, for an lmforge `Tokenizer` (and its chat template,
+    which `transformers`' apply_chat_template and servers such as vLLM read from
+    tokenizer_config.json)."""
     data = _exportable_json(tokenizer.inner)
     specials = _special_tokens(tokenizer)
     tokenizer_config = {
@@ -44,6 +48,8 @@ def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str,
         "padding_side": "right",
         **specials,
     }
+    if chat_template is not None:
+        tokenizer_config["chat_template"] = chat_template
     return {
         "tokenizer.json": json.dumps(data, ensure_ascii=False, indent=1),
         "tokenizer_config.json": json.dumps(tokenizer_config, ensure_ascii=False, indent=1),
@@ -51,10 +57,15 @@ def hf_tokenizer_files(tokenizer: Tokenizer, model_max_length: int) -> dict[str,
     }
 
 
-def write_hf_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, model_max_length: int) -> None:
+def write_hf_tokenizer(
+    tokenizer: Tokenizer,
+    out_dir: str | Path,
+    model_max_length: int,
+    chat_template: str | None = None,
+) -> None:
     """Write the HF tokenizer files into `out_dir` and check they encode as `tokenizer` does."""
     out_dir = Path(out_dir)
-    files = hf_tokenizer_files(tokenizer, model_max_length)
+    files = hf_tokenizer_files(tokenizer, model_max_length, chat_template)
     for name, text in files.items():
         (out_dir / name).write_text(text + "\n", encoding="utf-8")
     exported = tokenizers.Tokenizer.from_file(str(out_dir / "tokenizer.json"))

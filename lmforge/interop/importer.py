@@ -54,8 +54,25 @@ def import_hf(source: str | Path, out: str | Path, overwrite: bool = False) -> P
         overwrite=overwrite,
         info={"imported_from": str(source.resolve()), "hf_model_type": family},
     )
+    _carry_chat_template(source, out)
     log.info("imported %s (%s, %s parameters)", source, family, f"{model.num_params():,}")
     return out
+
+
+def _carry_chat_template(source: Path, out: Path) -> None:
+    """A model dir's chat template (tokenizer_config.json) becomes the run's, so `lmforge serve`
+    renders chats as the model was trained to read them. A list-form template keeps its default."""
+    from lmforge.run.tokenizer_config import END_OF_TURN, write_chat_template
+
+    path = source / "tokenizer_config.json"
+    try:
+        template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(template, list):
+        template = {t.get("name"): t.get("template") for t in template}.get("default")
+    if isinstance(template, str) and template:
+        write_chat_template(out, template, stop=(END_OF_TURN,) if END_OF_TURN in template else ())
 
 
 def read_hf_config(source: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ TASKS: dict[str, str] = {
     "multi30k_de_en": "lmforge.eval.tasks.multi30k:DE_EN",
     "squad": "lmforge.eval.tasks.squad:TASK",
     "sft_jsonl": "lmforge.eval.tasks.sft_jsonl:TASK",
+    "chat": "lmforge.eval.tasks.chat:TASK",
 }
 
 
