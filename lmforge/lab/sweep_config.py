@@ -38,7 +38,7 @@ class GridSection(Section):
     )
     seeds: list[int] | None = Field(None, description="seeds (default: the base recipe's seed)")
     tasks: list[str] = Field(
-        default_factory=list,
+        [],
         description="eval tasks per finished point (lmforge eval task=NAME; intrinsic: loss)",
     )
 
@@ -71,14 +71,12 @@ class AbilitySection(Section):
     task: Literal["addition", "modular", "induction"] = Field(
         ..., description="addition | modular | induction (see docs/lab.md)"
     )
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="the task's own keys (e.g. digits, reverse, p)"
-    )
+    params: dict[str, Any] = Field({}, description="the task's own keys (e.g. digits, reverse, p)")
     examples: list[int] | None = Field(
         None, description="training-set sizes (a data axis of the grid); default the task's"
     )
     model: dict[str, Any] = Field(
-        default_factory=dict,
+        {},
         description='model keys besides the grid\'s sizes (e.g. mlp = "none", kind = "lstm")',
     )
     batch_size: int = Field(512, ge=0, description="examples per step (0: the full training set)")
@@ -110,7 +108,7 @@ class SweepConfig(Section):
         None, description="Ray: a path every node reaches (required with more than one node)"
     )
     overrides: dict[str, Any] = Field(
-        default_factory=dict, description="training keys (nested tables) set on every point"
+        {}, description="training keys (nested tables) set on every point"
     )
     grid: GridSection
     ability: AbilitySection | None = Field(
@@ -118,7 +116,7 @@ class SweepConfig(Section):
     )
     fit: bool = Field(False, description="run 'lmforge fit' on the sweep when every point is done")
     include: list[str] = Field(
-        default_factory=list,
+        [],
         description="more sweep recipes run after this one, each into OUT/<recipe stem> "
         "(a path, or a name under the packaged configs/sweeps/)",
     )
