@@ -20,24 +20,29 @@ from lmforge.models.gpt import GPT, record_attention
 
 @torch.no_grad()
 def prefix_matching_scores(
-    model: GPT, rows: torch.Tensor, lengths: torch.Tensor, repeats: torch.Tensor
+    model: GPT,
+    rows: torch.Tensor,
+    lengths: torch.Tensor,
+    copies: torch.Tensor,
+    repeats: torch.Tensor,
 ) -> list[list[float]]:
     """Score per [layer][head] on `rows` (n, T) holding a segment of `lengths[i]` distinct
-    tokens at position L = lengths[i] and its repeat at `repeats[i]` (the induction task's
-    layout; `tasks.segment_lengths` and `tasks.repeat_starts` read them off the answer mask).
+    tokens at `copies[i]` and its repeat at `repeats[i]` (the induction task's layout;
+    `tasks.segment_lengths`, `copy_starts` and `repeat_starts` read them off the answer mask).
 
     For the query at repeats[i] + k (the repeat's k-th token, k = 0 .. L-2), the prefix-matching
-    target is the key right after that token's earlier occurrence, L + k + 1. Averaged over all
-    such queries of all rows.
+    target is the key right after that token's occurrence in the copy, copies[i] + k + 1.
+    Averaged over all such queries of all rows.
     """
     model.eval()
     with record_attention(model) as maps:
         model(rows)
     totals = [torch.zeros(m.size(1)) for m in maps]
     count = 0
-    for i, (length, start) in enumerate(zip(lengths.tolist(), repeats.tolist(), strict=True)):
+    layout = zip(lengths.tolist(), copies.tolist(), repeats.tolist(), strict=True)
+    for i, (length, copy, start) in enumerate(layout):
         queries = torch.arange(start, start + length - 1)
-        keys = torch.arange(length + 1, 2 * length)
+        keys = torch.arange(copy + 1, copy + length)
         for layer, probs in enumerate(maps):
             totals[layer] += probs[i][:, queries, keys].sum(dim=-1)  # (H,)
         count += len(queries)

@@ -264,14 +264,15 @@ def evaluate_task(model: Any, data: TaskData, limit: int) -> dict[str, Any]:
 
 
 def _prefix_matching(model: Any, rows: Any, answer: Any) -> list[list[float]] | None:
-    from lmforge.lab.abilities.tasks import repeat_starts, segment_lengths
+    from lmforge.lab.abilities.tasks import copy_starts, repeat_starts, segment_lengths
     from lmforge.lab.inspect import prefix_matching_scores
     from lmforge.models.gpt import GPT
 
     if not isinstance(model, GPT):
         return None  # the LSTM baseline has no attention heads
     answer = answer[:128]
-    return prefix_matching_scores(model, rows[:128], segment_lengths(answer), repeat_starts(answer))
+    lengths, copies, repeats = segment_lengths(answer), copy_starts(answer), repeat_starts(answer)
+    return prefix_matching_scores(model, rows[:128], lengths, copies, repeats)
 
 
 def task_tokenizer(vocab: list[str]) -> Any:

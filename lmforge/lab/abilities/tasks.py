@@ -7,10 +7,11 @@ Each task is a set of fixed-length token sequences plus two masks over the next-
 - `addition`: `a + b = s`, fixed width with leading zeros, answer digits plain or reversed
   (least significant first). A pair is a test pair iff a seeded hash puts it there, so a
   training pair can never be a test pair.
-- `induction`: a segment of distinct random tokens, of varying length L, shown shuffled, then
-  in order, then after a random gap in order again, then random filler (Olsson et al. 2022's
-  repeated random tokens; the shuffle makes "copy any earlier token" help both in-order copies
-  alike, the gap defeats "copy from a fixed distance back"). Segments split by a seeded hash.
+- `induction`: a segment of distinct random tokens, of varying length L: its tokens shuffled,
+  each followed by a separator, then the segment in order, a random gap, the segment again,
+  random filler (Olsson et al. 2022's repeated random tokens; the shuffled intro makes "copy any
+  earlier token" help both in-order copies alike, the gap defeats "copy from a fixed distance
+  back"). Segments split by a seeded hash.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "induction": {
         "vocab": 32,
         "seq_len": 64,
-        "min_repeat": 8,
-        "max_repeat": 16,
-        "max_gap": 16,
+        "min_repeat": 6,
+        "max_repeat": 12,
+        "max_gap": 12,
         "train_examples": 4096,
         "test_examples": 512,
     },  # fmt: skip
@@ -193,13 +194,14 @@ def _fixed(
 def _induction(params: dict[str, Any], seed: int) -> TaskData:
     V, T = int(params["vocab"]), int(params["seq_len"])
     lo, hi, gap = int(params["min_repeat"]), int(params["max_repeat"]), int(params["max_gap"])
-    if not 2 <= lo <= hi <= V or 3 * hi + gap > T or gap < 0:
+    if not 2 <= lo <= hi <= V or 4 * hi + gap > T or gap < 0:
         raise ConfigError(
             f"induction task: need 2 <= min_repeat <= max_repeat <= vocab, max_gap >= 0 and "
-            f"3 * max_repeat + max_gap <= seq_len, got min_repeat={lo}, max_repeat={hi}, "
+            f"4 * max_repeat + max_gap <= seq_len, got min_repeat={lo}, max_repeat={hi}, "
             f"max_gap={gap}, vocab={V}, seq_len={T}"
         )
-    vocab = [f"t{i}" for i in range(V)]
+    vocab = [f"t{i}" for i in range(V)] + ["sep"]
+    sep = V
     rng = torch.Generator().manual_seed(seed)
     n_train, n_test = int(params["train_examples"]), int(params["test_examples"])
     train, test = [], []
@@ -207,13 +209,13 @@ def _induction(params: dict[str, Any], seed: int) -> TaskData:
         length = int(torch.randint(lo, hi + 1, (), generator=rng))
         between = int(torch.randint(0, gap + 1, (), generator=rng))
         segment = torch.randperm(V, generator=rng)[:length]  # distinct tokens: one match each
-        shuffled = segment[torch.randperm(length, generator=rng)]
-        filler = torch.randint(0, V, (T - 3 * length,), generator=rng)
-        # [segment shuffled][segment][gap][segment][filler]: the first in-order copy's tokens
-        # were all seen before, so "copy a token seen earlier" helps both copies alike; the
-        # random gap spreads the distance between the copies, so attending a fixed distance back
-        # does not work either; only an induction head helps the repeat more.
-        row = torch.cat([shuffled, segment, filler[:between], segment, filler[between:]])
+        # The segment's tokens first, shuffled, each followed by `sep`: so "copy a token seen
+        # earlier" helps both in-order copies alike, and copying what followed a token there
+        # (sep) is never right. Then the segment, a random gap, the segment again, filler.
+        intro = torch.stack([segment[torch.randperm(length, generator=rng)],
+                             torch.full((length,), sep)], dim=1).flatten()  # fmt: skip
+        filler = torch.randint(0, V, (T - 4 * length,), generator=rng)
+        row = torch.cat([intro, segment, filler[:between], segment, filler[between:]])
         if split_hash(tuple(segment.tolist()), seed) < 0.1:  # the segment decides the split
             if len(test) < n_test:
                 test.append((row, length, between))
@@ -224,9 +226,9 @@ def _induction(params: dict[str, Any], seed: int) -> TaskData:
         rows = torch.stack([r for r, _, _ in items])
         answer = torch.zeros(len(items), T - 1, dtype=torch.bool)
         for i, (_, length, between) in enumerate(items):
-            # The repeat starts at R = 2L + gap; predicting its tokens after the first
+            # The repeat starts at R = 3L + gap; predicting its tokens after the first
             # (positions R+1 .. R+L-1) are targets R .. R+L-2.
-            start = 2 * length + between
+            start = 3 * length + between
             answer[i, start : start + length - 1] = True
         return rows, answer
 
@@ -245,8 +247,13 @@ def segment_lengths(answer_mask: torch.Tensor) -> torch.Tensor:
     return answer_mask.sum(dim=1) + 1
 
 
+def copy_starts(answer_mask: torch.Tensor) -> torch.Tensor:
+    """Induction: where each row's first in-order copy of the segment starts (2L)."""
+    return 2 * segment_lengths(answer_mask)
+
+
 def repeat_starts(answer_mask: torch.Tensor) -> torch.Tensor:
-    """Induction: the position where each row's repeat of the segment starts (2L + gap)."""
+    """Induction: where each row's repeat of the segment starts (3L + gap)."""
     return answer_mask.float().argmax(dim=1)
 
 

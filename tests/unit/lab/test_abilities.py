@@ -20,7 +20,7 @@ from lmforge.lab.abilities.metrics import (
     in_context_score,
 )
 from lmforge.lab.abilities.runner import train_ability_point
-from lmforge.lab.abilities.tasks import make_task, repeat_starts, segment_lengths
+from lmforge.lab.abilities.tasks import copy_starts, make_task, repeat_starts, segment_lengths
 from lmforge.lab.inspect import attention_maps, logit_lens, prefix_matching_scores
 from lmforge.models import build_model
 from lmforge.models.config import GPTConfig
@@ -60,25 +60,29 @@ def test_addition_disjoint_and_correct(reverse: bool) -> None:
 
 
 def test_induction_layout_and_split() -> None:
-    params = {"vocab": 20, "seq_len": 34, "min_repeat": 3, "max_repeat": 8, "max_gap": 10,
+    params = {"vocab": 20, "seq_len": 42, "min_repeat": 3, "max_repeat": 8, "max_gap": 10,
               "train_examples": 300, "test_examples": 40}  # fmt: skip
     data = make_task("induction", params, seed=1)
-    lengths = segment_lengths(data.test_answer_mask)
-    starts = repeat_starts(data.test_answer_mask)
+    assert data.vocab[-1] == "sep" and len(data.vocab) == 21
+    answer = data.test_answer_mask
+    lengths, copies, starts = segment_lengths(answer), copy_starts(answer), repeat_starts(answer)
     gaps = set()
-    for row, L, R in zip(data.test.tolist(), lengths.tolist(), starts.tolist(), strict=True):
-        assert 3 <= L <= 8 and 2 * L <= R <= 2 * L + 10
-        gaps.add(R - 2 * L)
-        assert row[L : 2 * L] == row[R : R + L] and len(set(row[L : 2 * L])) == L
-        assert sorted(row[:L]) == sorted(row[L : 2 * L])  # the shuffled copy
+    for row, L, C, R in zip(data.test.tolist(), lengths.tolist(), copies.tolist(),
+                            starts.tolist(), strict=True):  # fmt: skip
+        assert 3 <= L <= 8 and C == 2 * L and 3 * L <= R <= 3 * L + 10
+        gaps.add(R - 3 * L)
+        segment = row[C : C + L]
+        assert row[R : R + L] == segment and len(set(segment)) == L
+        assert sorted(row[0 : 2 * L : 2]) == sorted(segment) and set(row[1 : 2 * L : 2]) == {20}
+        assert 20 not in row[2 * L :]  # the separator only in the intro
     assert len(gaps) > 3  # the distance between the copies varies
 
     def segments(rows, ls):
-        return {tuple(r[L : 2 * L].tolist()) for r, L in zip(rows, ls, strict=True)}
+        return {tuple(r[2 * L : 3 * L].tolist()) for r, L in zip(rows, ls, strict=True)}
 
     train_lengths = segment_lengths(data.train_answer_mask)
     assert not segments(data.train, train_lengths.tolist()) & segments(data.test, lengths.tolist())
-    with pytest.raises(ConfigError, match="3 \\* max_repeat"):
+    with pytest.raises(ConfigError, match="4 \\* max_repeat"):
         make_task("induction", {**params, "max_repeat": 9}, seed=1)
     with pytest.raises(ConfigError, match="does not take"):
         make_task("induction", {"digits": 3}, seed=1)
@@ -120,31 +124,31 @@ def test_teacher_forced_exact_match_is_greedy_decoding() -> None:
 
 
 def test_in_context_score_and_prefix_matching_on_a_built_copier() -> None:
-    params = {"vocab": 16, "seq_len": 26, "min_repeat": 4, "max_repeat": 6, "max_gap": 8,
+    params = {"vocab": 16, "seq_len": 32, "min_repeat": 4, "max_repeat": 6, "max_gap": 8,
               "train_examples": 8, "test_examples": 8}  # fmt: skip
     data = make_task("induction", params, seed=0)
     rows, answer = data.test, data.test_answer_mask
     targets = rows[:, 1:]
+    V = len(data.vocab)
     # A perfect induction predictor on the repeat, uniform elsewhere.
-    logits = torch.zeros(rows.size(0), rows.size(1) - 1, 16)
-    logits[answer] = 50 * torch.nn.functional.one_hot(targets[answer], 16).float()
+    logits = torch.zeros(rows.size(0), rows.size(1) - 1, V)
+    logits[answer] = 50 * torch.nn.functional.one_hot(targets[answer], V).float()
     score = in_context_score(logits, targets, answer)
-    assert score["early_loss"] == pytest.approx(math.log(16), rel=1e-5)
-    assert score["late_loss"] < 1e-6 and score["icl_score"] == pytest.approx(math.log(16), 1e-4)
+    assert score["early_loss"] == pytest.approx(math.log(V), rel=1e-5)
+    assert score["late_loss"] < 1e-6 and score["icl_score"] == pytest.approx(math.log(V), 1e-4)
     # Prefix matching of a real (untrained) GPT is a probability: in [0, 1], one per head.
-    model = build_model(GPTConfig(n_layers=2, d_model=16, n_heads=2, max_seq_len=26,
-                                  mlp="none"), 16)  # fmt: skip
-    scores = prefix_matching_scores(model, rows, segment_lengths(answer), repeat_starts(answer))
+    model = build_model(GPTConfig(n_layers=2, d_model=16, n_heads=2, max_seq_len=32,
+                                  mlp="none"), V)  # fmt: skip
+    layout = segment_lengths(answer), copy_starts(answer), repeat_starts(answer)
+    scores = prefix_matching_scores(model, rows, *layout)
     assert len(scores) == 2 and all(len(h) == 2 and all(0 <= s <= 1 for s in h) for h in scores)
     # ... and equals the attention read directly off the maps for one row: from each repeat
-    # token to the token after its earlier occurrence (the first in-order copy).
-    L, R = int(segment_lengths(answer[:1])), int(repeat_starts(answer[:1]))
-    assert rows[0, R : R + L].tolist() == rows[0, L : 2 * L].tolist()
+    # token to the token after its occurrence in the first in-order copy.
+    L, C, R = (int(x[0]) for x in layout)
+    assert rows[0, R : R + L].tolist() == rows[0, C : C + L].tolist()
     maps = attention_maps(model, rows[0])
-    direct = sum(float(maps[1][0, R + k, L + k + 1]) for k in range(L - 1)) / (L - 1)
-    single = prefix_matching_scores(
-        model, rows[:1], segment_lengths(answer[:1]), repeat_starts(answer[:1])
-    )
+    direct = sum(float(maps[1][0, R + k, C + k + 1]) for k in range(L - 1)) / (L - 1)
+    single = prefix_matching_scores(model, rows[:1], *(x[:1] for x in layout))
     assert single[1][0] == pytest.approx(direct, rel=1e-5)
 
 
