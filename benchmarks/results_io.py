@@ -11,6 +11,7 @@ and fails on any difference, so no headline number in docs/ lacks a committed re
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shlex
 import sys
@@ -62,6 +63,9 @@ def meta(threads: int) -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": threads,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # 1/5/15-minute load when the result was written: above ~0.5 the machine was not idle
+        # while it measured, and speed figures are then lower bounds.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
