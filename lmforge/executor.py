@@ -83,6 +83,9 @@ def _init_worker(threads: int) -> None:
     # one SIGINT on to each worker (a trainer that gets two aborts without its checkpoint).
     if hasattr(os, "setpgrp"):
         os.setpgrp()
+    # A driver started in the background by a shell inherits SIGINT as ignored, and so would
+    # its workers: restore KeyboardInterrupt, so the SIGINT the driver passes on stops a job.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _run_local(
