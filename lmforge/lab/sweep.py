@@ -9,6 +9,7 @@ leaves `interrupted`/`pending` points that the same command resumes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -51,9 +52,12 @@ def run_sweep(config: SweepConfig) -> dict[str, Any]:
     )
     if spec.kind == "ray":
         _check_ray(spec, out)
+    _check_unchanged(points, out)
     out.mkdir(parents=True, exist_ok=True)
     _save_recipe(config, out)
-    records = {p.name: {**p.record(), "status": "pending"} for p in points}
+    records = {
+        p.name: {**p.record(), "fingerprint": fingerprint(p), "status": "pending"} for p in points
+    }
     todo = []
     for point in points:
         result = _existing_result(point, out)
@@ -145,6 +149,38 @@ def _train(
         write_sweep(out, config, records)
         raise
     return "ok"
+
+
+def fingerprint(point: Point) -> str:
+    """A hash of what a point trains (its config without paths and thread counts), so a rerun
+    can tell a point it may resume from one the recipe has since changed."""
+    job = point.ability if point.ability is not None else point.train
+    settings = json.loads(json.dumps(job, default=str))
+    settings.pop("out", None)
+    settings.pop("threads", None)
+    if isinstance(settings.get("train"), dict):
+        settings["train"].pop("threads", None)
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_unchanged(points: list[Point], out: Path) -> None:
+    """Refuse to resume or reuse a point whose run dir was made with other settings."""
+    path = out / SWEEP_FILE
+    if not path.is_file():
+        return
+    try:
+        old = {p["name"]: p.get("fingerprint") for p in json.loads(path.read_text())["points"]}
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return
+    for point in points:
+        before = old.get(point.name)
+        if before and before != fingerprint(point) and (out / point.run_dir).exists():
+            raise ConfigError(
+                f"point {point.name} in {out} was trained with other settings than this recipe "
+                f"now gives (changed keys, e.g. overrides or lr); choose another out=, or delete "
+                f"{out / point.run_dir} to train it anew"
+            )
 
 
 def _existing_result(point: Point, out: Path) -> dict[str, Any] | None:

@@ -146,3 +146,23 @@ def test_meta_build_matches_a_real_build() -> None:
     with torch.device("meta"):
         meta = build_model(cfg, 40)
     assert count_params(meta) == count_params(build_model(cfg, 40))
+
+
+def test_a_changed_recipe_is_not_resumed_into_old_run_dirs(tmp_path: Path, data_dir: Path) -> None:
+    import json
+
+    from lmforge.lab.sweep import SWEEP_FILE, fingerprint, run_sweep
+
+    config = _config(tmp_path, data_dir, sizes=[[1, 16]], tokens=[640])
+    (point,) = plan_points(config)
+    out = Path(config.out)
+    (out / point.run_dir).mkdir(parents=True)
+    record = {"name": point.name, "fingerprint": fingerprint(point)}
+    (out / SWEEP_FILE).write_text(json.dumps({"format_version": 1, "points": [record]}))
+    changed = _config(tmp_path, data_dir, sizes=[[1, 16]], tokens=[640], lr=[1e-2])
+    assert fingerprint(plan_points(changed)[0]) != record["fingerprint"]
+    with pytest.raises(ConfigError, match="other settings"):
+        run_sweep(changed)
+    # Threads are not a setting of the point: another layout may resume it.
+    threads = validate_config(SweepConfig, {**config.model_dump(), "threads": 2})
+    assert fingerprint(plan_points(threads)[0]) == record["fingerprint"]
