@@ -45,8 +45,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "grid": {"sizes": [[1, 16, 2], [2, 32, 2]], "tokens": [3000]},
         "ability": {"task": "induction", "model": {"mlp": "none"}, "batch_size": 16,
                     "eval_every": 2, "eval_examples": 32,
-                    "params": {"vocab": 16, "seq_len": 32, "min_repeat": 3, "max_repeat": 6, "max_gap": 4,
-                               "train_examples": 64, "test_examples": 32}},
+                    "params": {"vocab": 16, "seq_len": 32, "min_repeat": 3, "max_repeat": 6,
+                               "max_gap": 4, "train_examples": 64, "test_examples": 32}},
     }))  # fmt: skip
     out = {}
     for name, path in (("full", full), ("bare", bare), ("sweep", sweep), ("ability", ability)):
