@@ -285,7 +285,8 @@ def run_recipe(
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(threads))
         code, rss = _wait(proc)  # type: ignore[misc]
     wall = time.perf_counter() - start
-    if code not in (0, 130):  # 130: stopped by the time limit, checkpoint written
+    # 124: `timeout` sent SIGINT at the limit (the trainer checkpointed); 130: the trainer's code.
+    if code not in (0, 124, 130):
         raise RuntimeError(f"{name} failed ({code}); see {log}:\n{log.read_text()[-3000:]}")
     evaluation = [sys.executable, "-m", "lmforge", "eval", str(out), f"threads={threads}"]
     subprocess.run(evaluation, env=_env(threads), check=True, capture_output=True)
