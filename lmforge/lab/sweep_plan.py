@@ -78,6 +78,9 @@ def base_train_dict(config: SweepConfig) -> dict[str, Any]:
     # The sweep decides how long each point trains; a time budget would make points unequal.
     raw.setdefault("train", {})
     raw["train"] = {**raw["train"], "max_time": None}
+    # compile=auto decides from measured step times, so two executors (or two reruns) could
+    # decide differently and their losses would differ: a sweep compiles only when told to.
+    raw.setdefault("compile", False)
     return raw
 
 
