@@ -13,7 +13,6 @@ Scored by exact match of the reply (cut at the end-of-turn marker) and chrF.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +20,13 @@ from lmforge.errors import ConfigError, DataError
 from lmforge.eval.bleu import corpus_chrf
 from lmforge.eval.config import EvalConfig, TaskSection
 from lmforge.eval.generation import Example, GenerationTask, evaluate_generation, exact_match_rate
+from lmforge.eval.tasks.files import held_out
 from lmforge.run.tokenizer_config import ChatTemplate, check_messages, load_chat_template
 
 if TYPE_CHECKING:
     from lmforge.run.rundir import LoadedRun
 
-DEV_FRACTION = 0.1
-DEV_SEED = 0
+DEV_FRACTION = 0.1  # of the train conversations, seeded, when no task.dev is given
 
 
 def read_conversations(path: Path) -> list[list[dict[str, str]]]:
@@ -84,11 +83,11 @@ class ChatTask(GenerationTask):
         if explicit:
             conversations = read_conversations(Path(explicit))
         elif split == "dev" and cfg.train:
-            conversations = _held_out(read_conversations(Path(cfg.train)), dev=True)
+            conversations = held_out(read_conversations(Path(cfg.train)), DEV_FRACTION, dev=True)
         else:
             raise ConfigError(f"task chat needs task.{split}=FILE.jsonl (one conversation a line)")
         if split == "train" and not cfg.dev:
-            conversations = _held_out(conversations, dev=False)
+            conversations = held_out(conversations, DEV_FRACTION, dev=False)
         return [e for i, c in enumerate(conversations) for e in self._turns(c, f"{split}-{i}")]
 
     def _turns(self, messages: list[dict[str, str]], name: str) -> list[Example]:
@@ -111,15 +110,6 @@ class ChatTask(GenerationTask):
             "exact_match": exact_match_rate(predictions, examples),
             "chrf": corpus_chrf(predictions, [e.references[0] for e in examples]),
         }
-
-
-def _held_out(rows: list, dev: bool) -> list:
-    """A seeded 10% of the conversations as dev (at least one), the rest as train."""
-    order = list(range(len(rows)))
-    random.Random(DEV_SEED).shuffle(order)
-    n_dev = max(1, int(len(rows) * DEV_FRACTION))
-    chosen = sorted(order[:n_dev]) if dev else sorted(order[n_dev:])
-    return [rows[i] for i in chosen] or rows
 
 
 TASK = ChatTask()

@@ -8,11 +8,16 @@ directory. Nothing is downloaded. A missing file is a DataError naming the keys 
 from __future__ import annotations
 
 import os
+import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from lmforge.errors import DataError
 
 SPLITS = ("train", "dev", "test")
+
+Row = TypeVar("Row")
 
 
 def shared_data_dirs() -> list[Path]:
@@ -62,3 +67,13 @@ def task_file(
             f"set task.{split}=FILE or task.dir=FOLDER holding {filename}"
         )
     return path
+
+
+def held_out(rows: Sequence[Row], fraction: float, dev: bool, seed: int = 0) -> list[Row]:
+    """A seeded `fraction` of `rows` (at least one) as a dev split when `dev`, else the rest, in
+    file order: the split a task uses when no dev file is given (train and dev never overlap)."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_dev = max(1, int(len(rows) * fraction))
+    chosen = sorted(order[:n_dev]) if dev else sorted(order[n_dev:])
+    return [rows[i] for i in chosen] or list(rows)

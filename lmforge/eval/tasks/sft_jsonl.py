@@ -10,13 +10,13 @@ match (whitespace-stripped) and chrF.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 from lmforge.errors import ConfigError, DataError
 from lmforge.eval.bleu import corpus_chrf
 from lmforge.eval.config import TaskSection
 from lmforge.eval.generation import Example, GenerationTask, exact_match_rate
+from lmforge.eval.tasks.files import held_out
 
 DEV_FRACTION = 0.05
 DEV_SEED = 0
@@ -59,27 +59,18 @@ class SFTJsonlTask(GenerationTask):
         if explicit:
             rows = read_pairs(Path(explicit))
         elif split == "dev" and cfg.train:
-            rows = self._held_out(read_pairs(Path(cfg.train)), dev=True)
+            rows = held_out(read_pairs(Path(cfg.train)), DEV_FRACTION, dev=True, seed=DEV_SEED)
         else:
             raise ConfigError(
                 f"task sft_jsonl needs task.{split}=FILE.jsonl (prompt/response lines)"
             )
         if split == "train" and not cfg.dev:
-            rows = self._held_out(rows, dev=False)
+            rows = held_out(rows, DEV_FRACTION, dev=False, seed=DEV_SEED)
         template = cfg.template or "{prompt}"
         return [
             Example(template.replace("{prompt}", p), r, refs, f"{split}-{i}")
             for i, (p, r, refs) in enumerate(rows)
         ]
-
-    @staticmethod
-    def _held_out(rows: list, dev: bool) -> list:
-        """A seeded 5% of train as dev (at least one row), the rest as train."""
-        order = list(range(len(rows)))
-        random.Random(DEV_SEED).shuffle(order)
-        n_dev = max(1, int(len(rows) * DEV_FRACTION))
-        chosen = sorted(order[:n_dev]) if dev else sorted(order[n_dev:])
-        return [rows[i] for i in chosen] or rows
 
     def score(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         return {
