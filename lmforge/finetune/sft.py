@@ -171,13 +171,22 @@ class SFTBatches:
         self.step = int(state["step"])
 
 
-def sft_train_config(run: LoadedRun, cfg: FinetuneConfig, out: Path, n_train: int) -> TrainConfig:
-    """The TrainConfig of the SFT run: the source's model, the `sft.*` optimisation keys."""
+def sft_train_config(
+    run: LoadedRun,
+    cfg: FinetuneConfig,
+    out: Path,
+    n_train: int,
+    batch_size: int | None = None,
+    eval_batches: int | None = None,
+) -> TrainConfig:
+    """The TrainConfig of the SFT run: the source's model, the `sft.*` optimisation keys.
+    Span QA trains from the same keys, with its own batch size and dev batches."""
     s = cfg.sft
     max_len = sft_max_len(run, cfg)
+    batch = batch_size or s.batch_size
     max_steps = s.max_steps
     if max_steps is None and s.max_time is None:
-        max_steps = max(1, math.ceil(s.epochs * n_train / s.batch_size))
+        max_steps = max(1, math.ceil(s.epochs * n_train / batch))
     warmup = min(s.warmup_steps, max(0, (max_steps or s.warmup_steps) // 10))
     eval_every = min(s.eval_every, max_steps) if max_steps else s.eval_every
     return TrainConfig(
@@ -190,7 +199,7 @@ def sft_train_config(run: LoadedRun, cfg: FinetuneConfig, out: Path, n_train: in
         train=TrainSection(
             max_steps=max_steps,
             max_time=s.max_time,
-            batch_size=s.batch_size,
+            batch_size=batch,
             seq_len=max_len,
             sampling="random",
             threads=cfg.threads,
@@ -199,7 +208,7 @@ def sft_train_config(run: LoadedRun, cfg: FinetuneConfig, out: Path, n_train: in
         optim=OptimSection(lr=s.lr, weight_decay=s.weight_decay),
         schedule=ScheduleSection(kind="cosine", warmup_steps=warmup),
         checkpoint=CheckpointSection(keep_last=1),
-        eval=EvalSection(every=eval_every, batches=s.eval_batches),
+        eval=EvalSection(every=eval_every, batches=eval_batches or s.eval_batches),
         sample=SampleSection(every=0),
         init=InitSection(**{"from": str(run.run_dir), "checkpoint": cfg.checkpoint}),
     )

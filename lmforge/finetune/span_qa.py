@@ -44,19 +44,12 @@ from lmforge.finetune.publish import (
     resume_command,
     start_partial,
 )
-from lmforge.finetune.sft import sft_max_len
+from lmforge.finetune.sft import sft_max_len, sft_train_config
 from lmforge.models.heads import SPAN_DIR, SpanQAHead, save_span_head
 from lmforge.run import checkpoint as ckpt
 from lmforge.run import rundir
 from lmforge.run.config import (
-    CheckpointSection,
-    EvalSection,
-    InitSection,
-    OptimSection,
-    SampleSection,
-    ScheduleSection,
     TrainConfig,
-    TrainSection,
 )
 from lmforge.runtime import autocast, resolve_dtype, seed_everything
 from lmforge.train.interface import BatchSource, Validation
@@ -340,36 +333,10 @@ class SpanObjective:
 
 
 def span_train_config(cfg: FinetuneConfig, run: LoadedRun, out: Path, n_train: int) -> TrainConfig:
-    """The TrainConfig of a span-QA fine-tuning, from the `sft.*` optimisation keys."""
-    s = cfg.sft
-    batch = min(s.batch_size, n_train)
-    max_steps = s.max_steps
-    if max_steps is None and s.max_time is None:
-        max_steps = max(1, math.ceil(s.epochs * n_train / batch))
-    warmup = min(s.warmup_steps, max(0, (max_steps or s.warmup_steps) // 10))
-    eval_every = min(s.eval_every, max_steps) if max_steps else s.eval_every
-    return TrainConfig(
-        out=str(out),
-        seed=cfg.seed,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        model=run.model_config,
-        train=TrainSection(
-            max_steps=max_steps,
-            max_time=s.max_time,
-            batch_size=batch,
-            seq_len=sft_max_len(run, cfg),
-            sampling="random",
-            threads=cfg.threads,
-            print_every=max(1, min(100, eval_every)),
-        ),
-        optim=OptimSection(lr=s.lr, weight_decay=s.weight_decay),
-        schedule=ScheduleSection(kind="cosine", warmup_steps=warmup),
-        checkpoint=CheckpointSection(keep_last=1),
-        eval=EvalSection(every=eval_every, batches=1),
-        sample=SampleSection(every=0),
-        init=InitSection(**{"from": str(run.run_dir), "checkpoint": cfg.checkpoint}),
-    )
+    """The TrainConfig of a span-QA fine-tuning: SFT's, from the same `sft.*` keys, with a batch
+    no larger than the training set and one dev batch per evaluation."""
+    batch = min(cfg.sft.batch_size, n_train)
+    return sft_train_config(run, cfg, out, n_train, batch_size=batch, eval_batches=1)
 
 
 # ---------------------------------------------------------------------------------------------

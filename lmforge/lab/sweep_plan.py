@@ -43,10 +43,18 @@ class Point:
     N: int
     N_non_embedding: int
     N_non_embedding_with_head: int
-    D: int
-    C: float
     train: dict[str, Any] = field(repr=False)  # the TrainConfig as a plain dict
     ability: dict[str, Any] | None = None  # set for synthetic-task points
+
+    @property
+    def D(self) -> int:  # noqa: N802 - the scaling-law name
+        """Training tokens: every step's tokens."""
+        return self.steps * self.tokens_per_step
+
+    @property
+    def C(self) -> float:  # noqa: N802 - the scaling-law name
+        """Training compute: FLOPs per token (attention included) times D."""
+        return float(self.flops_per_token) * self.D
 
     def record(self) -> dict[str, Any]:
         """The point as sweep.json lists it (without the full training config)."""
@@ -54,6 +62,7 @@ class Point:
         data.pop("train")
         if data["ability"] is None:
             data.pop("ability")
+        data["D"], data["C"] = self.D, self.C
         return data
 
 
@@ -207,7 +216,6 @@ def _point(
     final = deep_merge(sized, {"seed": seed, "out": out, "train": {"max_steps": steps}})
     final = deep_merge(final, {"train": {"threads": config.threads}})
     validate_config(TrainConfig, final, source=config.base)  # fail now, not in a worker
-    D = steps * tokens_per_step
     return Point(
         name=name,
         run_dir=run_dir,
@@ -224,8 +232,6 @@ def _point(
         N=total,
         N_non_embedding=non_emb,
         N_non_embedding_with_head=with_head,
-        D=D,
-        C=float(fpt) * D,
         train=final,
     )
 

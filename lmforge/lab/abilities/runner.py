@@ -120,8 +120,6 @@ def plan_ability_points(config: SweepConfig) -> list[Point]:
                             N=total,
                             N_non_embedding=non_emb,
                             N_non_embedding_with_head=with_head,
-                            D=steps * tokens_per_step,
-                            C=float(fpt) * steps * tokens_per_step,
                             train={},
                             ability=job,
                         )  # fmt: skip
