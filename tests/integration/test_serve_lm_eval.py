@@ -7,13 +7,12 @@ within 1e-5, equal acc and acc_norm). It tokenizes through the server's /tokeniz
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 
 import pytest
 import torch
 from _serve_support import Server
-from lmforge_testing import require
+from lmforge_testing import require, write_lm_eval_task
 
 from lmforge.data.tokenizer import EOT, build_byte
 from lmforge.eval.likelihood import pick, score_choices
@@ -28,45 +27,17 @@ ITEMS = [
     ("Bees make", ["honey", "milk", "furniture"]),
 ]
 
-TASK_YAML = """\
-task: lmforge_serve_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{gold}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
-
 
 @pytest.mark.slow
 def test_local_completions_against_the_server_equals_lmforge_scoring(tmp_path, monkeypatch):
     for module in ("lm_eval", "openai"):
         require(importlib.util.find_spec(module) is not None, f"{module} not installed")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets_cache"))
     torch.manual_seed(0)
     tokenizer = build_byte([EOT])
     cfg = GPTConfig(n_layers=2, n_heads=4, d_model=32, max_seq_len=64, init_std=0.2)
     model = build_model(cfg, tokenizer.vocab_size).eval()
     create_run_dir(tmp_path / "run", model, cfg, tokenizer)
-    with (tmp_path / "items.jsonl").open("w") as f:
-        for question, choices in ITEMS:
-            f.write(json.dumps({"question": question, "choices": choices, "gold": 0}) + "\n")
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    (tasks / "serve_mc.yaml").write_text(TASK_YAML.format(data=tmp_path / "items.jsonl"))
+    tasks = write_lm_eval_task(tmp_path, "lmforge_serve_mc", ITEMS, monkeypatch)
 
     import lm_eval
     from lm_eval.tasks import TaskManager
