@@ -187,7 +187,9 @@ def test_max_time_is_honoured_within_one_step(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     elapsed = [r["elapsed_s"] for r in rows if "loss" in r]
     assert len(elapsed) == result.steps
-    assert elapsed[-1] >= 0.5 > elapsed[-2]  # stopped at the first step past the budget
+    # Stopped at the first step past the budget (logged times are rounded to 1 ms, so the step
+    # before may read exactly 0.5).
+    assert elapsed[-1] >= 0.5 >= elapsed[-2]
 
 
 @pytest.mark.parametrize("kind", ["gpt", "lstm"])
