@@ -182,7 +182,39 @@ def generator_only(args: argparse.Namespace) -> None:
         runs.append(job.stats)
     best = max(runs, key=lambda s: s.decode_tokens_per_s)
     total = best.new_tokens / best.total_s
-    print(json.dumps({"decode_tokens_per_s": best.decode_tokens_per_s, "tokens_per_s": total}))
+    steps = {rows: decode_step_ms(loaded.model, rows, args) for rows in (1, 8)}
+    print(
+        json.dumps(
+            {
+                "decode_tokens_per_s": best.decode_tokens_per_s,
+                "tokens_per_s": total,
+                "step_ms_1_row": steps[1],
+                "step_ms_8_rows": steps[8],
+            }
+        )
+    )
+
+
+def decode_step_ms(model: Any, rows: int, args: argparse.Namespace) -> float:
+    """The model's own decode step (no engine, no HTTP) for `rows` rows at the mean cache length
+    of a request (prompt + half the new tokens), best of 5 x 20 steps: the ceiling on what
+    batching can give is 8 * step(1) / step(8)."""
+    import torch
+
+    cached = args.prompt_tokens + args.new_tokens // 2
+    best = float("inf")
+    with torch.inference_mode():
+        cache = model.init_cache(rows, max_len=cached + 128)
+        model(torch.zeros(rows, cached, dtype=torch.long), cache=cache)
+        token = torch.zeros(rows, 1, dtype=torch.long)
+        for _ in range(5):
+            length = cache.length
+            start = time.perf_counter()
+            for _ in range(20):
+                model(token, cache=cache)
+            best = min(best, (time.perf_counter() - start) / 20)
+            cache.length = length  # decode the same stretch again
+    return 1e3 * best
 
 
 def main() -> None:
@@ -226,6 +258,8 @@ def main() -> None:
     server_decode = 1e3 / rows[0]["tpot_p50_ms"]
     summary = {
         "generate_decode_tokens_per_s": generate["decode_tokens_per_s"],
+        "model_step_ms": {"1 row": generate["step_ms_1_row"], "8 rows": generate["step_ms_8_rows"]},
+        "batching_ceiling_8": 8 * generate["step_ms_1_row"] / generate["step_ms_8_rows"],
         "server_decode_tokens_per_s_at_1": server_decode,
         "server_vs_generate": server_decode / generate["decode_tokens_per_s"],
         "mode": "compiled" if args.compile else "eager",
