@@ -89,6 +89,7 @@ def evaluate_generation(
     prompts = [e.prompt for e in examples]
     max_new = decode.max_new_tokens or task.max_new_tokens
     metrics: Metrics = {
+        "scoring": "generative",
         "split": split,
         "examples": len(examples),
         "checkpoint": run.checkpoint_dir.name,

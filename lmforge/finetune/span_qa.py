@@ -1,15 +1,15 @@
 """`lmforge finetune RUN task=squad qa.head=span`: extractive QA with a start/end head.
 
 As BERT-style readers and Transformers' `*ForQuestionAnswering` do it: the input is the question,
-then a window of the context (question first, so a causal model has read it when it reaches the
-answer); `SpanQAHead` gives start and end logits per token; the loss is the cross-entropy of the
-answer's first and last token (a window without the answer points at position 0, as Transformers'
-QA examples point at CLS). A context longer than the model's window is cut into windows that
-overlap by `qa.stride` tokens. Decoding takes the best start <= end pair over the context tokens
-of every window, at most `qa.max_answer_len` long; the prediction is the context's own characters
-(tokenizer offsets), scored with SQuAD's official EM/F1 beside the model-free baselines. Training
-runs through the Trainer (`SpanBatches`, `SpanObjective`: dev F1 picks the best checkpoint) with
-the `sft.*` optimisation keys; LoRA (`lora.rank`) works as for any fine-tuning.
+then a window of the context; `SpanQAHead` gives start and end logits per token; the loss is the
+cross-entropy of the answer's first and last token (a window without the answer points at
+position 0, as Transformers' QA examples point at CLS). The windows (`qa.stride` tokens of
+overlap) and the decoding (the best start <= end pair of at most `qa.max_answer_len` tokens, read
+back as the context's characters, scored with SQuAD's EM/F1 beside the baselines) live in
+`lmforge/eval/span_qa.py`, which `lmforge eval RUN task=squad` uses on the published run, so the
+two verbs score a span run with the same code. Training runs through the Trainer (`SpanBatches`,
+`SpanObjective`: dev F1 picks the best checkpoint) with the `sft.*` optimisation keys; LoRA
+(`lora.rank`) works as for any fine-tuning.
 """
 
 from __future__ import annotations
@@ -30,11 +30,15 @@ from torch import nn
 from lmforge.config import save_config
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.eval.report import markdown_table, write_report
-from lmforge.eval.squad_metrics import (
-    first_sentence_baseline,
-    overlap_span_baseline,
-    squad_scores,
+from lmforge.eval.span_qa import (
+    QAExample,
+    SpanFeature,
+    evaluate_span,
+    make_features,
+    predict_spans,
+    read_examples,
 )
+from lmforge.eval.squad_metrics import squad_scores
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.finetune.publish import (
     FINETUNE_CONFIG,
@@ -45,7 +49,7 @@ from lmforge.finetune.publish import (
     start_partial,
 )
 from lmforge.finetune.sft import sft_max_len, sft_train_config
-from lmforge.models.heads import SPAN_DIR, SpanQAHead, save_span_head
+from lmforge.models.heads import SPAN_DIR, SpanQAHead, pad_batch, save_span_head
 from lmforge.run import checkpoint as ckpt
 from lmforge.run import rundir
 from lmforge.run.config import (
@@ -61,160 +65,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUESTION = "Question: {question}\nContext:"
 REPORT_NAME = "squad_span"
-
-
-@dataclass(frozen=True)
-class QAExample:
-    """One question: its context, the reference answers and where the first one starts."""
-
-    id: str
-    question: str
-    context: str
-    answers: tuple[str, ...]
-    answer_start: int | None  # character offset of answers[0] in context (training)
-
-
-@dataclass(frozen=True)
-class SpanFeature:
-    """One window: the question's ids then context ids; the context tokens' character offsets;
-    the answer's first and last position in `ids` (0, 0 when it is not in this window)."""
-
-    ids: list[int]
-    context_start: int
-    offsets: list[tuple[int, int]]
-    start: int
-    end: int
-    example: int
-
-
-def read_examples(task: Any, split: str, cfg: FinetuneConfig) -> list[QAExample]:
-    """SQuAD-format questions of `split` (the task's article split), with answer offsets."""
-    out = []
-    for article in task.articles(split, cfg.task):
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                if not qa["answers"]:
-                    continue
-                answers = tuple(dict.fromkeys(a["text"] for a in qa["answers"]))
-                first = qa["answers"][0]
-                question = qa["question"].strip()
-                start = first.get("answer_start")
-                out.append(QAExample(qa["id"], question, paragraph["context"], answers, start))
-    return out
-
-
-def make_features(
-    examples: list[QAExample], tokenizer: Any, max_len: int, stride: int
-) -> list[SpanFeature]:
-    """Every window of every example, labelled with its answer's token positions."""
-    features = []
-    for index, example in enumerate(examples):
-        question = tokenizer.encode(QUESTION.format(question=example.question))
-        question = question[: max_len // 2]  # a long question never leaves no room for context
-        encoding = tokenizer.inner.encode(example.context, add_special_tokens=False)
-        ids, offsets = encoding.ids, encoding.offsets
-        budget = max_len - len(question)
-        step = max(1, budget - min(stride, budget - 1))
-        span = _answer_tokens(example, offsets)
-        lo = 0
-        while True:
-            hi = min(lo + budget, len(ids))
-            start = end = 0
-            if span is not None and lo <= span[0] and span[1] < hi:
-                start, end = len(question) + span[0] - lo, len(question) + span[1] - lo
-            window = question + ids[lo:hi]
-            features.append(
-                SpanFeature(window, len(question), list(offsets[lo:hi]), start, end, index)
-            )
-            if hi >= len(ids):
-                break
-            lo += step
-    return features
-
-
-def _answer_tokens(example: QAExample, offsets: list[tuple[int, int]]) -> tuple[int, int] | None:
-    """The first and last context token overlapping the first answer's characters."""
-    if example.answer_start is None:
-        return None
-    lo, hi = example.answer_start, example.answer_start + len(example.answers[0])
-    covering = [i for i, (a, b) in enumerate(offsets) if a < hi and b > lo]
-    return (covering[0], covering[-1]) if covering else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Decoding
-
-
-@torch.no_grad()
-def predict_spans(
-    model: SpanQAHead,
-    examples: list[QAExample],
-    features: list[SpanFeature],
-    max_answer_len: int,
-    batch_size: int = 32,
-) -> list[str]:
-    """The best answer (context characters) of each example over all its windows."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    best: list[tuple[float, str]] = [(-math.inf, "") for _ in examples]
-    order = sorted(range(len(features)), key=lambda i: len(features[i].ids))
-    for i in range(0, len(order), batch_size):
-        chunk = [features[j] for j in order[i : i + batch_size]]
-        tokens, _ = _pad([f.ids for f in chunk])
-        starts, ends = model(tokens.to(device))
-        for row, feature in enumerate(chunk):
-            score, text = _best_span(feature, starts[row], ends[row], max_answer_len, examples)
-            if score > best[feature.example][0]:
-                best[feature.example] = (score, text)
-    model.train(was_training)
-    return [text for _, text in best]
-
-
-def _best_span(
-    feature: SpanFeature,
-    start: torch.Tensor,
-    end: torch.Tensor,
-    max_answer_len: int,
-    examples: list[QAExample],
-) -> tuple[float, str]:
-    lo, n = feature.context_start, len(feature.offsets)
-    if n == 0:
-        return -math.inf, ""
-    s, e = start[lo : lo + n].float(), end[lo : lo + n].float()  # (n,) context positions only
-    scores = s[:, None] + e[None, :]  # (n, n): start i, end j
-    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-    allowed = (j >= i) & (j - i < max_answer_len)
-    scores = scores.masked_fill(~allowed.to(scores.device), -math.inf)
-    flat = int(scores.argmax())
-    a, b = divmod(flat, n)
-    context = examples[feature.example].context
-    return float(scores[a, b]), context[feature.offsets[a][0] : feature.offsets[b][1]]
-
-
-def score_predictions(predictions: list[str], examples: list[QAExample]) -> dict[str, float]:
-    """Official SQuAD EM/F1 of `predictions`, and of the two model-free baselines."""
-    answers = [list(e.answers) for e in examples]
-    scores = squad_scores(predictions, answers)
-    out = {"exact_match": scores["exact_match"], "f1": scores["f1"]}
-    for name, guess in (
-        ("first_sentence", first_sentence_baseline),
-        ("overlap", overlap_span_baseline),
-    ):
-        base = squad_scores([guess(e.context, e.question) for e in examples], answers)
-        out[f"baseline_{name}_exact_match"] = base["exact_match"]
-        out[f"baseline_{name}_f1"] = base["f1"]
-    return out
-
-
-def _pad(ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
-    tokens = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
-    for row, x in enumerate(ids):
-        tokens[row, : len(x)] = torch.tensor(x, dtype=torch.long)
-    return tokens, lengths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +114,7 @@ class SpanBatches:
         picked = self._order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
         self.step += 1
         chosen = [self.features[j] for j in picked.tolist()]
-        tokens, lengths = _pad([f.ids for f in chosen])
+        tokens, lengths = pad_batch([f.ids for f in chosen])
         start = torch.tensor([f.start for f in chosen], dtype=torch.long)
         end = torch.tensor([f.end for f in chosen], dtype=torch.long)
         return [SpanBatch(tokens, lengths, start, end)]
@@ -359,8 +210,8 @@ def finetune_span_qa(
     out = check_out(cfg, flags)
     max_len = sft_max_len(run, cfg)
     tokenizer, device = run.tokenizer, next(run.model.parameters()).device
-    train = read_examples(task, "train", cfg)[: cfg.sft.limit_train]
-    dev = read_examples(task, "dev", cfg)
+    train = read_examples(task, "train", cfg.task)[: cfg.sft.limit_train]
+    dev = read_examples(task, "dev", cfg.task)
     train_features = make_features(train, tokenizer, max_len, cfg.qa.stride)
     dev_features = make_features(dev, tokenizer, max_len, cfg.qa.stride)
     log.info(
@@ -405,9 +256,9 @@ def finetune_span_qa(
         log.warning("fine-tuning stopped early; the partial run dir is %s", work)
         return code
     _load_best(model, work)
-    test = read_examples(task, "test", cfg)[: cfg.sft.eval_limit]
+    test = read_examples(task, "test", cfg.task)[: cfg.sft.eval_limit]
     with autocast(device, resolve_dtype(cfg.dtype)):
-        metrics = evaluate_span(model, test, tokenizer, max_len, cfg)
+        metrics = _test_report(model, test, tokenizer, max_len, cfg)
     metrics |= {"dev_f1": trainer.state.best_val or 0.0, "steps": trainer.state.step}
     meta = {"task": task.name, "max_len": max_len, "stride": cfg.qa.stride}
     meta |= {"max_answer_len": cfg.qa.max_answer_len, "init": str(run.run_dir)}
@@ -417,17 +268,26 @@ def finetune_span_qa(
     return 0
 
 
-def evaluate_span(
+def _test_report(
     model: SpanQAHead, examples: list[QAExample], tokenizer: Any, max_len: int, cfg: FinetuneConfig
 ) -> dict[str, Any]:
-    """EM/F1 of the span head on `examples` beside the baselines (a report row)."""
-    features = make_features(examples, tokenizer, max_len, cfg.qa.stride)
-    predictions = predict_spans(model, examples, features, cfg.qa.max_answer_len)
+    """EM/F1 of the span head on `examples` beside the baselines (a report row): the same
+    decoding, windows and batches as `lmforge eval RUN task=squad` on the published run."""
+    _, scores = evaluate_span(
+        model,
+        examples,
+        tokenizer,
+        max_len,
+        cfg.qa.stride,
+        cfg.qa.max_answer_len,
+        cfg.decode.batch_size,
+    )
     return {
         "task": REPORT_NAME,
         "method": "span head" + (" (LoRA)" if cfg.lora.enabled else ""),
+        "scoring": "span",
         "examples": len(examples),
-        **score_predictions(predictions, examples),
+        **scores,
     }
 
 

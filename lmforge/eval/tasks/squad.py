@@ -5,6 +5,10 @@ with a fixed seed: 36 articles train, 4 dev, 8 test (no paragraph is shared acro
 `task.train|dev|test` may instead name SQuAD-format JSON files (`.json` or `.json.gz`). Prompt
 `Context: ...\\nQuestion: ...\\nAnswer:`, answer ` {first reference}`; scored with the official
 normalisation, exact match and F1, beside two model-free baselines (squad_metrics.py).
+
+A run fine-tuned with `qa.head=span` (it holds `span_qa/`) is not asked to write its answer: its
+span head points at it in the context (`lmforge/eval/span_qa.py`, the fine-tuning's own decoder),
+and the report says `scoring: span` (`generative` otherwise).
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ import gzip
 import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.errors import DataError
-from lmforge.eval.config import TaskSection
+from lmforge.eval.config import EvalConfig, TaskSection
 from lmforge.eval.generation import Example, GenerationTask
 from lmforge.eval.squad_metrics import (
     first_sentence_baseline,
@@ -24,6 +28,9 @@ from lmforge.eval.squad_metrics import (
     squad_scores,
 )
 from lmforge.eval.tasks.files import dataset_dir
+
+if TYPE_CHECKING:
+    from lmforge.run.rundir import LoadedRun
 
 DATASET = "squad_v1.1"
 FILENAME = "dev-v1.1.json.gz"
@@ -92,6 +99,14 @@ class SquadTask(GenerationTask):
                     response = cfg.target_delimiter + answers[0]
                     out.append(Example(prompt, response, answers, qa["id"], fields))
         return out
+
+    def evaluate(self, run: LoadedRun, cfg: EvalConfig) -> dict[str, Any]:
+        """A span-QA run by its span head, any other run by generating its answers."""
+        from lmforge.eval.span_qa import evaluate_span_run, is_span_run
+
+        if is_span_run(run.run_dir):
+            return evaluate_span_run(self, run, cfg)
+        return super().evaluate(run, cfg)
 
     def score(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         return squad_scores(predictions, [list(e.references) for e in examples])

@@ -1,6 +1,7 @@
 """The span-QA head: windows and labels that point at the answer's characters, decoding that reads
 the best span back from the context, training through the Trainer (GPT and LSTM, LoRA too) into
-a run dir with its head and report."""
+a run dir with its head and report; `lmforge eval RUN task=squad` scores that run with its span
+head (the fine-tuning's own test score, exactly) and a language-model run generatively."""
 
 from __future__ import annotations
 
@@ -11,17 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from lmforge.cli import main
 from lmforge.data.tokenizer import EOT, build_char
 from lmforge.errors import ConfigError
+from lmforge.eval.span_qa import QAExample, make_features, predict_spans, score_predictions
 from lmforge.finetune import finetune
 from lmforge.finetune.config import FinetuneConfig
-from lmforge.finetune.span_qa import (
-    QAExample,
-    SpanObjective,
-    make_features,
-    predict_spans,
-    score_predictions,
-)
+from lmforge.finetune.span_qa import SpanObjective
 from lmforge.models import GPTConfig, LSTMConfig, build_model
 from lmforge.models.heads import SPAN_DIR, SpanQAHead, load_span_head
 from lmforge.run.rundir import create_run_dir, load_run
@@ -160,17 +157,44 @@ def test_span_finetuning_learns_and_publishes(squad_files, tmp_path, kind, steps
     loaded = load_run(out)
     model, meta = load_span_head(loaded.model, out / SPAN_DIR)
     assert isinstance(model, SpanQAHead) and meta["max_answer_len"] == 8
+    # `lmforge eval` on the published run decodes the same test split with the same code and
+    # windows: exactly the fine-tuning's own EM/F1, reported as span scoring.
+    args = ["eval", str(out), "task=squad", f"task.test={squad_files['test']}", "threads=1"]
+    assert main([*args, "device=cpu"]) == 0
+    scored = json.loads((out / "eval" / "squad.json").read_text())
+    assert scored["scoring"] == "span" and scored["examples"] == report["examples"]
+    for key in ("exact_match", "f1", "baseline_overlap_f1", "baseline_first_sentence_f1"):
+        assert scored[key] == report[key], key
+    lines = (out / "eval" / "squad.predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 30 and "span" in json.loads(lines[0])
 
 
-def test_span_lora_and_bad_task(squad_files, tmp_path):
+def test_span_lora_and_bad_task(squad_files, tmp_path, capsys):
     init = _run(tmp_path, "gpt")
     out = tmp_path / "qa_lora"
     cfg = _span_config(init, out, squad_files, 10, lora={"rank": 4, "targets": "all-linear"})
     assert finetune(cfg, Flags()) == 0
     assert load_run(out, merge=False).adapter is not None
+    # A generative-only key on a span run is ignored, with a warning that names it.
+    args = ["eval", str(out), "task=squad", f"task.test={squad_files['test']}", "limit=5"]
+    capsys.readouterr()
+    assert main([*args, "decode.beam_size=2", "device=cpu", "threads=1"]) == 0
+    assert "decode.beam_size (generative scoring only) is ignored" in capsys.readouterr().err
+    scored = json.loads((out / "eval" / "squad.json").read_text())
+    assert scored["scoring"] == "span" and scored["examples"] == 5 and "f1" in scored
     bad = cfg.model_copy(update={"task": cfg.task.model_copy(update={"name": "copy_reverse"})})
     with pytest.raises(ConfigError, match="qa.head=span needs a SQuAD-format task"):
         finetune(bad.model_copy(update={"out": str(tmp_path / "bad")}), Flags())
+
+
+def test_eval_scores_a_language_model_run_generatively(squad_files, tmp_path):
+    """A run without a span head still writes its answers (greedy, here an untrained GPT)."""
+    init = _run(tmp_path, "gpt")
+    args = ["eval", str(init), "task=squad", f"task.test={squad_files['test']}", "limit=4"]
+    assert main([*args, "decode.beam_size=1", "decode.max_new_tokens=3", "device=cpu"]) == 0
+    scored = json.loads((init / "eval" / "squad.json").read_text())
+    assert scored["scoring"] == "generative" and scored["examples"] == 4
+    assert "f1_greedy" in scored and "f1" not in scored
 
 
 def test_loss_ignores_pads():
