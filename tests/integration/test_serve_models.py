@@ -130,3 +130,55 @@ def test_bounded_load_with_hangups(tmp_path_factory):
         assert server.health() == {"status": "ok", "queue_depth": 0, "active_rows": 0}
     finally:
         assert server.stop() == 0
+
+
+def test_a_lora_run_serves_what_generate_gives(tmp_path_factory):
+    """A LoRA fine-tuning's run dir (adapter + the path of its base) is servable: the server
+    loads it merged, and a greedy completion equals the Generator's on the same merged model."""
+    require(openai is not None, "openai is not installed (pip install -e '.[serve]')")
+    import json
+
+    import torch
+
+    from lmforge.finetune import finetune
+    from lmforge.finetune.config import FinetuneConfig
+    from lmforge.infer.generator import GenerationParams, Generator
+    from lmforge.run.rundir import load_run
+    from lmforge.verb import Flags
+
+    root = tmp_path_factory.mktemp("lora")
+    base = train_run(root / "base", "gpt", char_tokenizer(), TEXT, steps=60)
+    rows = [
+        {"prompt": "the quick ", "response": "brown fox"},
+        {"prompt": "a ", "response": "stitch"},
+    ]
+    data = root / "sft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 8))
+    task = {"name": "sft_jsonl", "train": str(data), "test": str(data)}
+    sft = {"max_steps": 20, "batch_size": 4, "eval_every": 10, "eval_batches": 1, "lr": 1e-2}
+    cfg = FinetuneConfig(
+        init=str(base), out=str(root / "lora"), task=task, device="cpu", threads=1,
+        sft={**sft, "eval_limit": 2}, lora={"rank": 4, "targets": "all-linear"},
+    )  # fmt: skip
+    assert finetune(cfg, Flags()) == 0
+    run = root / "lora"
+    assert any(run.rglob("adapter.safetensors")), "not a LoRA run dir"
+    loaded = load_run(run)
+    base_weights = load_run(base).model.state_dict()
+    merged = loaded.model.state_dict()
+    assert any(not torch.equal(merged[k], base_weights[k]) for k in base_weights)  # adapted
+    ids = loaded.tokenizer.encode("the quick ")
+    params = GenerationParams(max_new_tokens=10, temperature=0.0)
+    [expected] = Generator(loaded.model, loaded.tokenizer).generate([ids], params)
+    server = Server(run, "model_name=m")
+    try:
+        got = _client(server).completions.create(
+            model="m",
+            prompt="the quick ",
+            max_tokens=10,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
+        assert got.choices[0].text == expected.text and got.usage.completion_tokens == 10
+    finally:
+        assert server.stop() == 0
