@@ -341,8 +341,13 @@ class Block(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         mask: torch.Tensor | None,
         cache: KVCache | None,
+        keep: int = 0,
     ) -> torch.Tensor:
+        """`keep` > 0: only the last `keep` positions' outputs (B, keep, C); attention still
+        reads (and caches) every position's keys and values, the MLP runs on the kept ones."""
         x = x + self._drop(self.attn(self.attn_norm(x), rope, mask, cache))
+        if keep > 0:
+            x = x[:, -keep:]
         if self.mlp is None:
             return x
         return x + self._drop(self.mlp(self.mlp_norm(x)))
@@ -421,11 +426,11 @@ class GPT(nn.Module):
 
         `logits_to_keep` (Hugging Face's name): 0 computes every position's logits, k > 0 only
         the last k (B, k, vocab_size) - a prefill that only samples needs 1, and skips the
-        (T, d_model) x (d_model, vocab) head matmul for the rest.
+        (T, d_model) x (d_model, vocab) head matmul for the rest, and the last block's MLP and
+        the final norm there too (nothing kept depends on them): a loss on the last tokens only
+        (a one-token answer) trains on the same gradients for less.
         """
-        hidden = self.hidden_states(tokens, cache, pad_mask)
-        if logits_to_keep > 0:
-            hidden = hidden[:, -logits_to_keep:]
+        hidden = self.hidden_states(tokens, cache, pad_mask, keep=max(0, logits_to_keep))
         return self.lm_head(hidden).float()
 
     def hidden_states(
@@ -433,8 +438,10 @@ class GPT(nn.Module):
         tokens: torch.Tensor,
         cache: KVCache | None = None,
         pad_mask: torch.Tensor | None = None,
+        keep: int = 0,
     ) -> torch.Tensor:
-        """The final normed hidden states (B, T, d_model) that `lm_head` reads (classifiers too).
+        """The final normed hidden states (B, T, d_model) that `lm_head` reads (classifiers too);
+        with `keep` > 0 only the last `keep` positions' (B, keep, d_model).
 
         Args:
             tokens: (B, T) token ids; with a cache, the tokens that follow what it holds.
@@ -471,8 +478,11 @@ class GPT(nn.Module):
             rope = (self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1))
         if self.training:  # dropout is the identity in eval; skip the call (decode time)
             x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, rope, mask, cache)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, mask, cache, keep if i == last else 0)
+        if keep > 0 and last < 0:  # no blocks
+            x = x[:, -keep:]
         if cache is not None:
             cache.length += T
         return self.norm(x)

@@ -197,6 +197,11 @@ def train_on_task(model: Any, data: TaskData, job: dict[str, Any]) -> list[dict[
         lr=job["lr"], betas=(0.9, job["beta2"]),
     )  # fmt: skip
     generator = torch.Generator().manual_seed(job["seed"] + 1)
+    # Only the last `keep` positions can carry loss (modular: the one answer token): the model
+    # computes its last MLP and head there only (`logits_to_keep`), the same gradients for less.
+    scored = data.train_loss_mask.any(dim=0).nonzero()
+    keep = data.train_loss_mask.size(1) - int(scored[0]) if len(scored) else 0
+    keep = 0 if keep == data.train_loss_mask.size(1) else keep
     history = []
     for step in range(1, steps + 1):
         warm = job["warmup_steps"]
@@ -208,8 +213,10 @@ def train_on_task(model: Any, data: TaskData, job: dict[str, Any]) -> list[dict[
             index = torch.randint(0, data.train.size(0), (batch,), generator=generator)
             rows, mask = data.train[index], data.train_loss_mask[index]
         model.train()
-        logits = model(rows[:, :-1])
-        losses = F.cross_entropy(logits.transpose(1, 2), rows[:, 1:], reduction="none")
+        logits = model(rows[:, :-1], logits_to_keep=keep)
+        targets = rows[:, -keep:] if keep else rows[:, 1:]
+        mask = mask[:, -keep:] if keep else mask
+        losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         loss = (losses * mask).sum() / mask.sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -219,7 +226,11 @@ def train_on_task(model: Any, data: TaskData, job: dict[str, Any]) -> list[dict[
             row["step"] = step
             row["lr"] = optimizer.param_groups[0]["lr"]
             history.append(row)
-            print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list | dict)}))
+            flat = {k: v for k, v in row.items() if not isinstance(v, list | dict)}
+            for split in ("train", "test"):  # the split metrics too (accuracy as it goes)
+                flat.update({f"{split}_{k}": v for k, v in row.get(split, {}).items()
+                             if isinstance(v, int | float)})  # fmt: skip
+            print(json.dumps(flat), flush=True)
     return history
 
 

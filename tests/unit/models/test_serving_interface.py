@@ -45,6 +45,23 @@ def test_last_only_logits_equal_the_full_last_column(factory):
     torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("factory", MODELS)
+def test_last_only_logits_train_on_the_same_gradients(factory):
+    # A loss on the last positions only (the lab's one-token answers) through logits_to_keep:
+    # the last block's MLP and the head skip the other positions, the gradients stay the same.
+    model = factory().train()
+    tokens = torch.randint(0, VOCAB, (3, 11))
+    grads = []
+    for keep in (0, 2):
+        model.zero_grad()
+        logits = model(tokens, logits_to_keep=keep)[:, -2:]
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, :2].flatten()).backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1])
+    for full, kept in zip(*grads, strict=True):
+        torch.testing.assert_close(kept, full, atol=1e-6, rtol=1e-5)
+
+
 def _alone(model, prompt: list[int], continuation: list[int]) -> torch.Tensor:
     """Logits (len(continuation) + 1, V) of one sequence decoded alone with a cache."""
     cache = model.init_cache(1, max_len=len(prompt) + len(continuation) + 1)
