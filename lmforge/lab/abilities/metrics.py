@@ -92,16 +92,15 @@ def per_position_loss(logits: torch.Tensor, targets: torch.Tensor) -> list[float
 
 
 def in_context_score(
-    logits: torch.Tensor, targets: torch.Tensor, answer_mask: torch.Tensor
+    logits: torch.Tensor, targets: torch.Tensor, answer_mask: torch.Tensor, early_mask: torch.Tensor
 ) -> dict[str, float]:
-    """Induction: loss on the segment's first in-order copy (early; at positions 2L .. 3L-1,
-    the task's layout) minus loss on its repeat (late; the answer mask), both after their first
-    token. Both copies' tokens were seen before (the intro), so only copying what followed the
-    current token earlier makes the late loss lower."""
+    """Induction: the loss on the segment's first occurrence (early in the context; `early_mask`)
+    minus the loss on its repeat (late; the answer mask), both after their first token, in nats.
+    The tokens are uniform random, so only what the context says lowers either loss. A repeat's
+    tokens all appeared earlier, which "boost a token seen before" exploits too; the random
+    context before the first occurrence narrows that gain (many of its tokens were seen by then)
+    without removing it."""
     losses = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    lengths = (answer_mask.sum(dim=1) + 1).unsqueeze(1)
-    positions = torch.arange(targets.size(1)).unsqueeze(0)
-    early = (positions >= 2 * lengths) & (positions < 3 * lengths - 1)  # targets 2L .. 3L-2
-    early_loss = float(losses[early].mean())
+    early_loss = float(losses[early_mask].mean())
     late_loss = float(losses[answer_mask].mean())
     return {"early_loss": early_loss, "late_loss": late_loss, "icl_score": early_loss - late_loss}

@@ -249,10 +249,11 @@ def evaluate_task(model: Any, data: TaskData, limit: int) -> dict[str, Any]:
     model.eval()
     row: dict[str, Any] = {}
     with torch.no_grad():
-        for split, rows, loss_mask, answer in (
-            ("train", data.train, data.train_loss_mask, data.train_answer_mask),
-            ("test", data.test, data.test_loss_mask, data.test_answer_mask),
-        ):
+        for split, rows, loss_mask, answer, early in (
+            ("train", data.train, data.train_loss_mask, data.train_answer_mask,
+             data.train_early_mask),
+            ("test", data.test, data.test_loss_mask, data.test_answer_mask, data.test_early_mask),
+        ):  # fmt: skip
             rows, loss_mask, answer = rows[:limit], loss_mask[:limit], answer[:limit]
             logits = model(rows[:, :-1])
             targets = rows[:, 1:]
@@ -264,23 +265,24 @@ def evaluate_task(model: Any, data: TaskData, limit: int) -> dict[str, Any]:
             if data.answer_start is not None:
                 decoded = greedy_answers(model, rows, data.answer_start)
             row[split] = answer_metrics(logits, targets, answer, decoded)
-            if data.name == "induction" and split == "test":
-                row.update(in_context_score(logits, targets, answer))
+            if early is not None and split == "test":  # induction
+                early = early[:limit]
+                row.update(in_context_score(logits, targets, answer, early))
                 row["per_position_loss"] = per_position_loss(logits, targets)
-                row["prefix_matching"] = _prefix_matching(model, rows, answer)
+                row["prefix_matching"] = _prefix_matching(model, rows, answer, early)
         row["weight_norm"] = math.sqrt(sum(float((p**2).sum()) for p in model.parameters()))
     return row
 
 
-def _prefix_matching(model: Any, rows: Any, answer: Any) -> list[list[float]] | None:
+def _prefix_matching(model: Any, rows: Any, answer: Any, early: Any) -> list[list[float]] | None:
     from lmforge.lab.abilities.tasks import copy_starts, repeat_starts, segment_lengths
     from lmforge.lab.inspect import prefix_matching_scores
     from lmforge.models.gpt import GPT
 
     if not isinstance(model, GPT):
         return None  # the LSTM baseline has no attention heads
-    answer = answer[:128]
-    lengths, copies, repeats = segment_lengths(answer), copy_starts(answer), repeat_starts(answer)
+    answer, early = answer[:128], early[:128]
+    lengths, copies, repeats = segment_lengths(answer), copy_starts(early), repeat_starts(answer)
     return prefix_matching_scores(model, rows[:128], lengths, copies, repeats)
 
 

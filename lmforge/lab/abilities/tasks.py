@@ -7,11 +7,13 @@ Each task is a set of fixed-length token sequences plus two masks over the next-
 - `addition`: `a + b = s`, fixed width with leading zeros, answer digits plain or reversed
   (least significant first). A pair is a test pair iff a seeded hash puts it there, so a
   training pair can never be a test pair.
-- `induction`: a segment of distinct random tokens, of varying length L: its tokens shuffled,
-  each followed by a separator, then the segment in order, a random gap, the segment again,
-  random filler (Olsson et al. 2022's repeated random tokens; the shuffled intro makes "copy any
-  earlier token" help both in-order copies alike, the gap defeats "copy from a fixed distance
-  back"). Segments split by a seeded hash.
+- `induction`: uniform random tokens in which a segment of varying length L recurs after a
+  random gap, at a random place after at least `min_prefix` tokens (Olsson et al. 2022's
+  repeated random tokens). The in-context score compares the loss on the segment's first
+  occurrence with the loss on its repeat; the random context before the first occurrence lowers
+  what "boost a token seen before" (within a 1-layer model's reach) gains there (not to zero:
+  docs/lab.md), the varying length and gap defeat "copy from a fixed distance back". Segments
+  split by a seeded hash.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "induction": {
         "vocab": 32,
         "seq_len": 64,
-        "min_repeat": 6,
-        "max_repeat": 12,
-        "max_gap": 12,
+        "min_repeat": 12,
+        "max_repeat": 20,
+        "max_gap": 8,
+        "min_prefix": 16,
         "train_examples": 4096,
         "test_examples": 512,
     },  # fmt: skip
@@ -54,6 +57,10 @@ class TaskData:
     test_answer_mask: torch.Tensor
     answer_start: int | None  # the first answer position when it is the same for every example
     params: dict[str, Any]
+    # Induction only: the targets of the segment's first occurrence (after its first token),
+    # the "early" half of the in-context score; the answer mask is the repeat, the "late" half.
+    train_early_mask: torch.Tensor | None = None
+    test_early_mask: torch.Tensor | None = None
 
     @property
     def seq_len(self) -> int:
@@ -194,52 +201,63 @@ def _fixed(
 def _induction(params: dict[str, Any], seed: int) -> TaskData:
     V, T = int(params["vocab"]), int(params["seq_len"])
     lo, hi, gap = int(params["min_repeat"]), int(params["max_repeat"]), int(params["max_gap"])
-    if not 2 <= lo <= hi <= V or 4 * hi + gap > T or gap < 0:
+    prefix = int(params["min_prefix"])
+    if not 2 <= lo <= hi or V < 2 or gap < 0 or prefix < 0 or prefix + 2 * hi + gap > T:
         raise ConfigError(
-            f"induction task: need 2 <= min_repeat <= max_repeat <= vocab, max_gap >= 0 and "
-            f"4 * max_repeat + max_gap <= seq_len, got min_repeat={lo}, max_repeat={hi}, "
-            f"max_gap={gap}, vocab={V}, seq_len={T}"
+            f"induction task: need vocab >= 2, 2 <= min_repeat <= max_repeat, max_gap >= 0, "
+            f"min_prefix >= 0 and min_prefix + 2 * max_repeat + max_gap <= seq_len, got "
+            f"vocab={V}, min_repeat={lo}, max_repeat={hi}, max_gap={gap}, min_prefix={prefix}, "
+            f"seq_len={T}"
         )
-    vocab = [f"t{i}" for i in range(V)] + ["sep"]
-    sep = V
     rng = torch.Generator().manual_seed(seed)
     n_train, n_test = int(params["train_examples"]), int(params["test_examples"])
-    train, test = [], []
+    train: list[tuple[torch.Tensor, int, int, int]] = []  # (row, first start, repeat start, L)
+    test: list[tuple[torch.Tensor, int, int, int]] = []
     while len(train) < n_train or len(test) < n_test:
-        length = int(torch.randint(lo, hi + 1, (), generator=rng))
-        between = int(torch.randint(0, gap + 1, (), generator=rng))
-        segment = torch.randperm(V, generator=rng)[:length]  # distinct tokens: one match each
-        # The segment's tokens first, shuffled, each followed by `sep`: so "copy a token seen
-        # earlier" helps both in-order copies alike, and copying what followed a token there
-        # (sep) is never right. Then the segment, a random gap, the segment again, filler.
-        intro = torch.stack([segment[torch.randperm(length, generator=rng)],
-                             torch.full((length,), sep)], dim=1).flatten()  # fmt: skip
-        filler = torch.randint(0, V, (T - 4 * length,), generator=rng)
-        row = torch.cat([intro, segment, filler[:between], segment, filler[between:]])
-        if split_hash(tuple(segment.tolist()), seed) < 0.1:  # the segment decides the split
-            if len(test) < n_test:
-                test.append((row, length, between))
-        elif len(train) < n_train:
-            train.append((row, length, between))
+        for row, start, repeat, length in _induction_rows(V, T, lo, hi, gap, prefix, rng):
+            if split_hash(tuple(row[start : start + length].tolist()), seed) < 0.1:
+                if len(test) < n_test:  # the segment decides the split
+                    test.append((row, start, repeat, length))
+            elif len(train) < n_train:
+                train.append((row, start, repeat, length))
 
-    def pack(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.stack([r for r, _, _ in items])
-        answer = torch.zeros(len(items), T - 1, dtype=torch.bool)
-        for i, (_, length, between) in enumerate(items):
-            # The repeat starts at R = 3L + gap; predicting its tokens after the first
-            # (positions R+1 .. R+L-1) are targets R .. R+L-2.
-            start = 3 * length + between
-            answer[i, start : start + length - 1] = True
-        return rows, answer
+    def pack(items: list[tuple[torch.Tensor, int, int, int]]) -> tuple[torch.Tensor, ...]:
+        rows = torch.stack([item[0] for item in items])
+        early = torch.zeros(len(items), T - 1, dtype=torch.bool)
+        late = torch.zeros(len(items), T - 1, dtype=torch.bool)
+        for i, (_, start, repeat, length) in enumerate(items):
+            # A copy at C is scored after its first token: its tokens C+1 .. C+L-1 are the
+            # targets C .. C+L-2 (target t+1 is predicted at position t).
+            early[i, start : start + length - 1] = True
+            late[i, repeat : repeat + length - 1] = True
+        return rows, early, late
 
-    train_rows, train_answer = pack(train)
-    test_rows, test_answer = pack(test)
+    train_rows, train_early, train_answer = pack(train)
+    test_rows, test_early, test_answer = pack(test)
     everything = torch.ones(1, T - 1, dtype=torch.bool)
     return TaskData(
-        "induction", vocab, train_rows, test_rows,
+        "induction", [f"t{i}" for i in range(V)], train_rows, test_rows,
         everything.expand(len(train), -1).clone(), everything.expand(len(test), -1).clone(),
-        train_answer, test_answer, None, params,
+        train_answer, test_answer, None, params, train_early, test_early,
     )  # fmt: skip
+
+
+def _induction_rows(
+    V: int, T: int, lo: int, hi: int, gap: int, prefix: int, rng: torch.Generator, n: int = 1024
+) -> list[tuple[torch.Tensor, int, int, int]]:
+    """`n` rows of uniform random tokens in which a segment of L tokens at C (the first
+    occurrence) recurs at R = C + L + G: L in [lo, hi], the gap G in [0, gap], and C at least
+    `prefix`, the rest of the slack spread at random before and after the two copies."""
+    rows = torch.randint(0, V, (n, T), generator=rng)
+    lengths = torch.randint(lo, hi + 1, (n,), generator=rng)
+    gaps = torch.randint(0, gap + 1, (n,), generator=rng)
+    slack = T - prefix - 2 * lengths - gaps  # >= 0 by the parameter check
+    starts = prefix + (torch.rand(n, generator=rng) * (slack + 1)).long().clamp(max=slack)
+    repeats = starts + lengths + gaps
+    for j in range(hi):  # copy the segment's j-th token where the segment is that long
+        has = lengths > j
+        rows[has, repeats[has] + j] = rows[has, starts[has] + j]
+    return list(zip(rows, starts.tolist(), repeats.tolist(), lengths.tolist(), strict=True))
 
 
 def segment_lengths(answer_mask: torch.Tensor) -> torch.Tensor:
@@ -247,13 +265,14 @@ def segment_lengths(answer_mask: torch.Tensor) -> torch.Tensor:
     return answer_mask.sum(dim=1) + 1
 
 
-def copy_starts(answer_mask: torch.Tensor) -> torch.Tensor:
-    """Induction: where each row's first in-order copy of the segment starts (2L)."""
-    return 2 * segment_lengths(answer_mask)
+def copy_starts(early_mask: torch.Tensor) -> torch.Tensor:
+    """Induction: where each row's first occurrence of the segment starts (its early mask's
+    first target)."""
+    return early_mask.float().argmax(dim=1)
 
 
 def repeat_starts(answer_mask: torch.Tensor) -> torch.Tensor:
-    """Induction: where each row's repeat of the segment starts (3L + gap)."""
+    """Induction: where each row's repeat of the segment starts (its answer's first target)."""
     return answer_mask.float().argmax(dim=1)
 
 

@@ -60,30 +60,36 @@ def test_addition_disjoint_and_correct(reverse: bool) -> None:
 
 
 def test_induction_layout_and_split() -> None:
-    params = {"vocab": 20, "seq_len": 42, "min_repeat": 3, "max_repeat": 8, "max_gap": 10,
-              "train_examples": 300, "test_examples": 40}  # fmt: skip
+    params = {"vocab": 20, "seq_len": 48, "min_repeat": 3, "max_repeat": 8, "max_gap": 10,
+              "min_prefix": 12, "train_examples": 300, "test_examples": 40}  # fmt: skip
     data = make_task("induction", params, seed=1)
-    assert data.vocab[-1] == "sep" and len(data.vocab) == 21
-    answer = data.test_answer_mask
-    lengths, copies, starts = segment_lengths(answer), copy_starts(answer), repeat_starts(answer)
-    gaps = set()
-    for row, L, C, R in zip(data.test.tolist(), lengths.tolist(), copies.tolist(),
-                            starts.tolist(), strict=True):  # fmt: skip
-        assert 3 <= L <= 8 and C == 2 * L and 3 * L <= R <= 3 * L + 10
-        gaps.add(R - 3 * L)
-        segment = row[C : C + L]
-        assert row[R : R + L] == segment and len(set(segment)) == L
-        assert sorted(row[0 : 2 * L : 2]) == sorted(segment) and set(row[1 : 2 * L : 2]) == {20}
-        assert 20 not in row[2 * L :]  # the separator only in the intro
-    assert len(gaps) > 3  # the distance between the copies varies
+    assert data.vocab == [f"t{i}" for i in range(20)] and data.test.shape == (40, 48)
+    assert data.train_early_mask is not None and data.test_early_mask is not None
+    early, answer = data.test_early_mask, data.test_answer_mask
+    lengths, copies, starts = segment_lengths(answer), copy_starts(early), repeat_starts(answer)
+    gaps, firsts = set(), set()
+    for row, e, a, L, C, R in zip(data.test.tolist(), early, answer, lengths.tolist(),
+                                  copies.tolist(), starts.tolist(), strict=True):  # fmt: skip
+        assert 3 <= L <= 8 and 12 <= C and C + L <= R <= C + L + 10 and R + L <= 48
+        assert row[R : R + L] == row[C : C + L]
+        # Both masks cover their copy's targets after its first token, nothing else.
+        assert e.nonzero().flatten().tolist() == list(range(C, C + L - 1))
+        assert a.nonzero().flatten().tolist() == list(range(R, R + L - 1))
+        gaps.add(R - C - L)
+        firsts.add(C)
+    assert len(gaps) > 3 and len(firsts) > 3  # neither the distance nor the place is fixed
+    assert data.train_loss_mask.all() and data.test_loss_mask.all()  # every next token trains
+    # Uniform random tokens elsewhere: every token used, none much more often than the others.
+    counts = torch.bincount(data.train.flatten(), minlength=20).float()
+    assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()
 
-    def segments(rows, ls):
-        return {tuple(r[2 * L : 3 * L].tolist()) for r, L in zip(rows, ls, strict=True)}
+    def segments(rows, masks):
+        return {tuple(r[copy_starts(m[None])[0] :][: int(m.sum()) + 1].tolist())
+                for r, m in zip(rows, masks, strict=True)}  # fmt: skip
 
-    train_lengths = segment_lengths(data.train_answer_mask)
-    assert not segments(data.train, train_lengths.tolist()) & segments(data.test, lengths.tolist())
-    with pytest.raises(ConfigError, match="4 \\* max_repeat"):
-        make_task("induction", {**params, "max_repeat": 9}, seed=1)
+    assert not segments(data.train, data.train_early_mask) & segments(data.test, early)
+    with pytest.raises(ConfigError, match="min_prefix \\+ 2 \\* max_repeat"):
+        make_task("induction", {**params, "min_prefix": 23}, seed=1)
     with pytest.raises(ConfigError, match="does not take"):
         make_task("induction", {"digits": 3}, seed=1)
 
@@ -125,25 +131,26 @@ def test_teacher_forced_exact_match_is_greedy_decoding() -> None:
 
 def test_in_context_score_and_prefix_matching_on_a_built_copier() -> None:
     params = {"vocab": 16, "seq_len": 32, "min_repeat": 4, "max_repeat": 6, "max_gap": 8,
-              "train_examples": 8, "test_examples": 8}  # fmt: skip
+              "min_prefix": 8, "train_examples": 8, "test_examples": 8}  # fmt: skip
     data = make_task("induction", params, seed=0)
-    rows, answer = data.test, data.test_answer_mask
+    rows, answer, early = data.test, data.test_answer_mask, data.test_early_mask
+    assert early is not None
     targets = rows[:, 1:]
     V = len(data.vocab)
     # A perfect induction predictor on the repeat, uniform elsewhere.
     logits = torch.zeros(rows.size(0), rows.size(1) - 1, V)
     logits[answer] = 50 * torch.nn.functional.one_hot(targets[answer], V).float()
-    score = in_context_score(logits, targets, answer)
+    score = in_context_score(logits, targets, answer, early)
     assert score["early_loss"] == pytest.approx(math.log(V), rel=1e-5)
     assert score["late_loss"] < 1e-6 and score["icl_score"] == pytest.approx(math.log(V), 1e-4)
     # Prefix matching of a real (untrained) GPT is a probability: in [0, 1], one per head.
     model = build_model(GPTConfig(n_layers=2, d_model=16, n_heads=2, max_seq_len=32,
                                   mlp="none"), V)  # fmt: skip
-    layout = segment_lengths(answer), copy_starts(answer), repeat_starts(answer)
+    layout = segment_lengths(answer), copy_starts(early), repeat_starts(answer)
     scores = prefix_matching_scores(model, rows, *layout)
     assert len(scores) == 2 and all(len(h) == 2 and all(0 <= s <= 1 for s in h) for h in scores)
     # ... and equals the attention read directly off the maps for one row: from each repeat
-    # token to the token after its occurrence in the first in-order copy.
+    # token to the token after its first occurrence.
     L, C, R = (int(x[0]) for x in layout)
     assert rows[0, R : R + L].tolist() == rows[0, C : C + L].tolist()
     maps = attention_maps(model, rows[0])
