@@ -26,9 +26,10 @@ def prefix_matching_scores(
     copies: torch.Tensor,
     repeats: torch.Tensor,
 ) -> list[list[float]]:
-    """Score per [layer][head] on `rows` (n, T) holding a segment of `lengths[i]` distinct
-    tokens at `copies[i]` and its repeat at `repeats[i]` (the induction task's layout;
-    `tasks.segment_lengths`, `copy_starts` and `repeat_starts` read them off the answer mask).
+    """Score per [layer][head] on `rows` (n, T) holding a segment of `lengths[i]` tokens at
+    `copies[i]` (its first occurrence) and its repeat at `repeats[i]` (the induction task's
+    layout: `tasks.segment_lengths` and `repeat_starts` read them off the answer mask, which
+    covers the repeat; `tasks.copy_starts` reads the first occurrence off the early mask).
 
     For the query at repeats[i] + k (the repeat's k-th token, k = 0 .. L-2), the prefix-matching
     target is the key right after that token's occurrence in the copy, copies[i] + k + 1.
