@@ -88,22 +88,32 @@ def group_tasks(chunks: Iterable[Chunk], task_chars: int | None = None) -> Itera
         yield task
 
 
-def plan_texts(task: list[Chunk], join: bool, eot_text: str) -> list[tuple[str, str, bool]]:
+def plan_texts(
+    task: list[Chunk], join: bool, eot_text: str, join_chars: int | None = None
+) -> list[tuple[str, str, bool]]:
     """(split, text, append end-of-text id) pieces to encode for `task`, in order.
 
-    Joined: one text per run of consecutive same-split chunks, the end-of-text token written
-    into the text after each document. Not joined: one text per chunk.
+    Joined: consecutive same-split chunks are joined into texts of about `join_chars`
+    characters (default CHUNK_CHARS), the end-of-text token written into the text after each
+    document; a text ends only at a chunk boundary, which is always a safe cut. Not joined: one
+    text per chunk. Why not one text per task: `tokenizers` encodes one long text markedly
+    slower than the same characters in 64K pieces (measured on the 2-core Xeon: 1M-character
+    texts 2.99 MB/s, 64K 3.58 MB/s, documents in batches 3.71 MB/s, one thread each).
     """
     if not join:
         return [(c.split, c.text, c.last) for c in task]
+    limit = join_chars or CHUNK_CHARS
     runs: list[tuple[str, str, bool]] = []
     parts: list[str] = []
+    size = 0
     split = task[0].split
     for chunk in task:
-        if chunk.split != split:
+        if parts and (chunk.split != split or size >= limit):
             runs.append((split, "".join(parts), False))
-            parts, split = [], chunk.split
+            parts, size = [], 0
+        split = chunk.split
         parts.append(chunk.text)
+        size += len(chunk.text)
         if chunk.last:
             parts.append(eot_text)
     runs.append((split, "".join(parts), False))

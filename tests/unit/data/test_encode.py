@@ -64,8 +64,11 @@ def _tokenizers(docs) -> dict[str, Tokenizer]:
     }
 
 
+@pytest.mark.parametrize("join_chars", [None, 500])
 @pytest.mark.parametrize("kind", ["bpe", "char", "byte"])
-def test_shards_equal_the_per_document_path(tmp_path, kind):
+def test_shards_equal_the_per_document_path(tmp_path, kind, join_chars, monkeypatch):
+    if join_chars:  # joined texts cut every ~500 characters (at chunk boundaries) instead of 64K
+        monkeypatch.setattr(encode, "CHUNK_CHARS", join_chars)
     docs = _docs()
     tokenizer = _tokenizers(docs)[kind]
     assert tokenizer.joins_documents
@@ -104,3 +107,25 @@ def test_unknown_error_names_the_document(tmp_path):
         tmp_path.joinpath("x").mkdir()
         writers = {"train": SplitWriter(tmp_path / "x", "train", np.dtype("<u2"), 100)}
         encode.encode_to_shards(tokenizer, encode.chunk_documents(docs, True), writers, 1, "error")
+
+
+def test_joined_texts_end_at_chunk_boundaries_and_keep_every_character():
+    chunks = [
+        encode.Chunk("a", "x" * 300, "train", False),
+        encode.Chunk("a", "y" * 300, "train", True),
+        encode.Chunk("b", "z" * 100, "train", True),
+        encode.Chunk("c", "w" * 50, "val", True),
+        encode.Chunk("d", "v" * 700, "val", True),
+    ]
+    pieces = encode.plan_texts(chunks, True, EOT, join_chars=500)
+    assert [(split, len(text)) for split, text, _ in pieces] == [
+        ("train", 600 + len(EOT)),  # cut once past 500 characters, after a whole chunk
+        ("train", 100 + len(EOT)),
+        ("val", 50 + 700 + 2 * len(EOT)),
+    ]
+    joined = {split: "" for split in ("train", "val")}
+    for split, text, eot in pieces:
+        assert not eot  # joined texts carry their end-of-text tokens inside
+        joined[split] += text
+    assert joined["train"] == "x" * 300 + "y" * 300 + EOT + "z" * 100 + EOT
+    assert joined["val"] == "w" * 50 + EOT + "v" * 700 + EOT
