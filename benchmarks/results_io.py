@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -95,3 +96,29 @@ def render(spec: dict[str, Any]) -> str:
             cells.append("" if value is None else format(value, fmt) if fmt else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+BLOCK = re.compile(r"(<!-- results: ([\w.-]+\.json)#(\w+) -->\n)(.*?)(\n<!-- /results -->)", re.S)
+
+
+def refresh_docs(docs: Path) -> list[Path]:
+    """Re-render every results block in `docs/*.md` from its JSON; returns the pages changed."""
+    changed = []
+    for page in sorted(docs.glob("*.md")):
+        text = page.read_text()
+
+        def block(m: re.Match) -> str:
+            spec = json.loads((RESULTS / m.group(2)).read_text())["tables"][m.group(3)]
+            return m.group(1) + render(spec) + m.group(5)
+
+        new = BLOCK.sub(block, text)
+        if new != text:
+            page.write_text(new)
+            changed.append(page)
+    return changed
+
+
+if __name__ == "__main__":
+    # `python benchmarks/results_io.py`: after a benchmark rewrote its JSON, refresh the docs.
+    for page in refresh_docs(Path(__file__).resolve().parents[1] / "docs"):
+        print(f"refreshed {page}")
