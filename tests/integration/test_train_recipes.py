@@ -42,6 +42,7 @@ def test_char_recipes_run_on_any_char_data_dir(data, tmp_path, name):
         "sample.max_new_tokens=4",
         "train.peak_tflops=1",
         "dtype=float32",
+        "compile=false",  # two steps: compiling (the recipe's choice for its 92 s) would dominate
     ]
     cfg = build_config(TrainConfig, CONFIGS / f"{name}.toml", overrides)
     assert run(cfg, Flags()) == 0
