@@ -200,8 +200,8 @@ def train_on_task(model: Any, data: TaskData, job: dict[str, Any]) -> list[dict[
     # Only the last `keep` positions can carry loss (modular: the one answer token): the model
     # computes its last MLP and head there only (`logits_to_keep`), the same gradients for less.
     scored = data.train_loss_mask.any(dim=0).nonzero()
-    keep = data.train_loss_mask.size(1) - int(scored[0]) if len(scored) else 0
-    keep = 0 if keep == data.train_loss_mask.size(1) else keep
+    first = int(scored[0]) if len(scored) else 0  # 0: every position may carry loss, keep all
+    keep = data.train_loss_mask.size(1) - first if first > 0 else 0
     history = []
     for step in range(1, steps + 1):
         warm = job["warmup_steps"]
