@@ -83,10 +83,13 @@ def test_killed_run_leaves_nothing_a_later_run_trusts(shared_data, tmp_path):
 
 def test_ctrl_c_with_workers_prints_one_line_and_cleans_up(shared_data, tmp_path):
     text = (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
-    for i in range(3):
+    # Enough BPE work (~20 MB, several seconds on 2 cores) that the run is surely still in its
+    # worker stage when the signal lands: a SIGINT during interpreter shutdown kills the process
+    # with the default action (-2), which is right for a finished run and not what this tests.
+    for i in range(20):
         (tmp_path / f"part{i}.txt").write_text(text)
     out = tmp_path / "d"
-    args = ["prepare", str(tmp_path), f"out={out}", "tokenizer.kind=char", "workers=2"]
+    args = ["prepare", str(tmp_path), f"out={out}", "tokenizer.vocab_size=2000", "workers=2"]
     proc = subprocess.Popen(
         [str(LMFORGE), *args],
         stdout=subprocess.DEVNULL,
@@ -104,6 +107,7 @@ def test_ctrl_c_with_workers_prints_one_line_and_cleans_up(shared_data, tmp_path
             break
         time.sleep(0.01)
     time.sleep(0.3)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole group gets SIGINT
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip() == "error: interrupted"
