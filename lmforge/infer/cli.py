@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-import torch
-
 from lmforge.errors import ConfigError, DataError
 from lmforge.infer.beam import beam_texts
 from lmforge.infer.config import GenerateConfig
 from lmforge.infer.generator import GenerationParams, GenerationStats, Generator, encode_prompt
+from lmforge.infer.inference_model import prepare_for_decoding
 from lmforge.runtime import resolve_device, resolve_dtype, set_threads
 from lmforge.verb import Flags
 
@@ -35,10 +34,7 @@ def run(cfg: GenerateConfig, flags: Flags) -> int:
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     loaded = load_run(cfg.run, cfg.checkpoint, device)
-    model = loaded.model.eval()
-    dtype = resolve_dtype(cfg.dtype)
-    if dtype != torch.float32:
-        model = model.to(dtype)  # weights in low precision: half the bytes read per token
+    model = prepare_for_decoding(loaded.model, resolve_dtype(cfg.dtype), cfg.compile)
     tokenizer = loaded.tokenizer
     generator = Generator(model, tokenizer, compile=cfg.compile)
     params = cfg.params(stop_ids=(tokenizer.eot_id,))

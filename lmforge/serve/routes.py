@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -119,12 +121,60 @@ def sampling_of(req: CompletionRequest | ChatCompletionRequest) -> RowSampling:
     return RowSampling(req.temperature, req.top_p, max(req.top_k, 0))
 
 
+class LoopWaker:
+    """Wakes one event loop for the jobs that got events: one `call_soon_threadsafe` until the
+    loop has run it, however many jobs got events meanwhile.
+
+    A decode step hands an event to every row's request in one burst. One wake-up per request
+    meant one self-pipe write, and often one switch to the loop's thread, per row and step, on
+    the core the model runs on; one per burst leaves that core to the model.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._jobs: list[Job] = []
+        self._scheduled = False
+
+    def wake(self, job: Job) -> None:
+        """Any thread: have `job` look at its inbox soon."""
+        with self._lock:
+            self._jobs.append(job)
+            if self._scheduled:  # a wake-up is on its way and will see this job
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._run)
+        except RuntimeError:  # the event loop has closed (shutdown): nobody is listening
+            pass
+
+    def _run(self) -> None:
+        with self._lock:
+            jobs, self._jobs, self._scheduled = self._jobs, [], False
+        for job in jobs:
+            job.wake()
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWaker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def loop_waker() -> LoopWaker:
+    """The waker of the running event loop (one per loop; made on first use)."""
+    loop = asyncio.get_running_loop()
+    waker = _wakers.get(loop)
+    if waker is None:
+        waker = _wakers[loop] = LoopWaker(loop)
+    return waker
+
+
 @dataclass
 class Job:
     """The engine requests of one HTTP request and the inbox their events arrive in.
 
-    The engine thread appends events to the inbox and wakes the event loop at most once until
-    the loop has looked (one `call_soon_threadsafe` per batch of events, not per token). When
+    The engine thread appends events to the inbox and has the loop woken at most once until the
+    loop has looked (through the loop's `LoopWaker`: per burst of events, not per token). When
     the loop falls behind the engine (many rows, one core), the text deltas that piled up for a
     choice are merged into one, so the stream sends one chunk carrying several tokens instead
     of one chunk per token: the client gets the same text and tokens, with less work per token
@@ -138,21 +188,19 @@ class Job:
     _wake_pending: bool = False
 
     def sink(self, index: int) -> Callable[[Event], None]:
-        loop = asyncio.get_running_loop()
+        waker = loop_waker()
 
         def put(event: Event) -> None:
             self._inbox.append((index, event))  # deque.append is atomic across threads
             if self._wake_pending:  # a wake-up is scheduled and has not run: it will see this
                 return
             self._wake_pending = True
-            try:
-                loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the event loop has closed (shutdown): nobody is listening
-                pass
+            waker.wake(self)
 
         return put
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """On the loop: look at the inbox."""
         self._wake_pending = False  # before set(): an event appended after this schedules anew
         self._ready.set()
 

@@ -91,7 +91,9 @@ def run(cfg: ServeConfig, flags: Flags) -> int:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+    # without it every response waits ~40 ms (Nagle against the client's delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -105,8 +107,8 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def load_served(cfg: ServeConfig, name: str, metrics: Any) -> Any:
     """Load the run and start its engine (runs on the app's loader thread)."""
-    import torch
 
+    from lmforge.infer.inference_model import prepare_for_decoding
     from lmforge.run.rundir import load_run
     from lmforge.run.tokenizer_config import load_chat_template
     from lmforge.runtime import resolve_device, resolve_dtype, set_threads
@@ -115,10 +117,7 @@ def load_served(cfg: ServeConfig, name: str, metrics: Any) -> Any:
 
     set_threads(cfg.threads)
     loaded = load_run(cfg.run, cfg.checkpoint, resolve_device(cfg.device))
-    model = loaded.model.eval()
-    dtype = resolve_dtype(cfg.dtype)
-    if dtype != torch.float32:
-        model = model.to(dtype)
+    model = prepare_for_decoding(loaded.model, resolve_dtype(cfg.dtype), cfg.compile)
     step = None
     if cfg.compile:
         from lmforge.infer.compiled import compile_decode_step

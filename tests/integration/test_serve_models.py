@@ -143,6 +143,7 @@ def test_a_lora_run_serves_what_generate_gives(tmp_path_factory):
     from lmforge.finetune import finetune
     from lmforge.finetune.config import FinetuneConfig
     from lmforge.infer.generator import GenerationParams, Generator
+    from lmforge.infer.inference_model import prepare_for_decoding
     from lmforge.run.rundir import load_run
     from lmforge.verb import Flags
 
@@ -169,7 +170,8 @@ def test_a_lora_run_serves_what_generate_gives(tmp_path_factory):
     assert any(not torch.equal(merged[k], base_weights[k]) for k in base_weights)  # adapted
     ids = loaded.tokenizer.encode("the quick ")
     params = GenerationParams(max_new_tokens=10, temperature=0.0)
-    [expected] = Generator(loaded.model, loaded.tokenizer).generate([ids], params)
+    served_as = prepare_for_decoding(loaded.model)  # as `lmforge serve` lays out the weights
+    [expected] = Generator(served_as, loaded.tokenizer).generate([ids], params)
     server = Server(run, "model_name=m")
     try:
         got = _client(server).completions.create(

@@ -14,6 +14,7 @@ import tokenizers
 
 from lmforge.infer.cli import GenerateConfig, read_prompts
 from lmforge.infer.generator import GenerationParams, Generator, encode_prompt
+from lmforge.infer.inference_model import prepare_for_decoding
 from lmforge.run.rundir import load_run
 
 REPO = Path(__file__).resolve().parents[3]
@@ -37,7 +38,8 @@ def _greedy_text(run_dir: Path, prompt: str, n: int) -> tuple[list[int], str]:
     run = load_run(run_dir)
     ids = encode_prompt(run.tokenizer, prompt)
     params = GenerationParams(max_new_tokens=n, temperature=0, stop_ids=(run.tokenizer.eot_id,))
-    completion = Generator(run.model, run.tokenizer).generate([ids], params)[0]
+    model = prepare_for_decoding(run.model)  # as `lmforge generate` lays out the weights
+    completion = Generator(model, run.tokenizer).generate([ids], params)[0]
     return completion.token_ids, run.tokenizer.decode(completion.token_ids)
 
 
