@@ -1,9 +1,8 @@
 """The serving engine: one thread owns the model and decodes every active request as one batch.
 
 Iteration-level scheduling (Orca; vLLM, TGI and llama.cpp's parallel slots do the same): before
-each decode step, the waiting requests that fit are prefilled together into a cache of their own
-and join the batch (`cache.add_rows_`), so a new request starts at the next step instead of
-after the running ones;
+each decode step, waiting requests are prefilled one by one into a 1-row cache and join the batch
+(`cache.add_rows_`), so a new request starts at the next step instead of after the running ones;
 a finished or cancelled row leaves at once (`cache.reorder_`), and the freed slots are trimmed.
 Every row samples with its own settings and seeded generator (`sampling.py`), so batching never
 changes what a request gets. Results go back through each request's `sink`, called on the engine
@@ -25,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.infer.generator import left_pad
 from lmforge.infer.textstream import TextStream
 from lmforge.serve.metrics import Metrics
 from lmforge.serve.sampling import RowSampling, make_row_generator, sample_rows
@@ -248,71 +246,46 @@ class Engine:
         return True
 
     def _admit(self) -> None:
-        """Prefill waiting requests (first come, first served) while their choices fit.
-
-        The requests admitted together are prefilled as one left-padded batch: requests that
-        arrive together (a burst of clients, `prompt` lists) then cost one forward pass instead
-        of one each while the running rows wait. A request that asks for its prompt's
-        logprobs (echo) is prefilled alone: it needs every position's logits.
-        """
-        batch: list[GenerationRequest] = []
-        rows = len(self._rows)
+        """Prefill waiting requests (first come, first served) while their choices fit."""
         while True:
             with self._cond:
-                if not self._waiting or rows + self._waiting[0].n > self.max_batch:
-                    break
+                if not self._waiting or len(self._rows) + self._waiting[0].n > self.max_batch:
+                    return
                 req = self._waiting.popleft()
                 self.metrics.queue_depth = len(self._waiting)
-            if not req.cancelled:
-                batch.append(req)
-                rows += req.n
-        together = [r for r in batch if not r.prompt_logprobs]
-        alone = [[r] for r in batch if r.prompt_logprobs]
-        if len(together) > 1:
+            if req.cancelled:
+                continue
             try:
-                self._prefill(together)
-                together = []
-            except Exception:  # a bug; find the request it belongs to by prefilling each alone
-                log.exception("batched prefill failed; prefilling its requests one by one")
-        for group in [[r] for r in together] + alone:
-            try:
-                self._prefill(group)
+                self._prefill(req)
             except Exception:  # a bug, not a client mistake: answer it, keep serving the rest
                 log.exception("prefill failed")
-                self._progress.pop(id(group[0]), None)
+                self._progress.pop(id(req), None)
                 self.metrics.count_request("500")
-                group[0].sink(RequestDone(-1, -1))
+                req.sink(RequestDone(-1, -1))
 
-    def _prefill(self, reqs: list[GenerationRequest]) -> None:
-        """Prefill `reqs` in one forward (left-padded), then start their rows. The forward comes
-        first: if it fails, nothing of the engine's state has changed."""
-        model = self.model
-        ids, pad_mask = left_pad([r.prompt_ids for r in reqs], self.device)
-        prefilled = model.init_cache(len(reqs), max_len=ids.size(1))
-        keep = 0 if reqs[0].prompt_logprobs else 1  # echo requests come alone
-        logits = model(ids, cache=prefilled, pad_mask=pad_mask, logits_to_keep=keep)  # (B, *, V)
-        joining: list[int] = []  # the prefilled row of each row that joins the batch, in order
-        for i, req in enumerate(reqs):
-            self.metrics.prompt_tokens += len(req.prompt_ids)
-            if req.prompt_logprobs:
-                req.sink(PromptScored(self._prompt_scores(req, logits[i])))
-            self._progress[id(req)] = _Progress(open_choices=req.n)
-            rows = [self._new_row(req, j) for j in range(req.n)]
-            if req.max_tokens == 0:  # echo scoring only
-                for row in rows:
-                    self._finish(row, "length")
-                continue
-            last = logits[i, -1:].expand(req.n, -1)  # (n, V)
-            tokens = sample_rows(last, [req.sampling] * req.n, [r.generator for r in rows])
-            infos = self._token_infos(last, tokens, [req] * req.n)
-            for row, tok, info in zip(rows, tokens, infos, strict=True):
-                self._accept(row, tok, info)
-                if not row.done:
-                    joining.append(i)
-                    self._rows.append(row)
-        if joining:
-            prefilled.reorder_(torch.tensor(joining, dtype=torch.long, device=self.device))
-            self._cache.add_rows_(prefilled)
+    def _prefill(self, req: GenerationRequest) -> None:
+        model, P = self.model, len(req.prompt_ids)
+        self.metrics.prompt_tokens += P
+        ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self.device)
+        single = model.init_cache(1, max_len=P)
+        keep = 0 if req.prompt_logprobs else 1
+        logits = model(ids, cache=single, logits_to_keep=keep)[0]  # (P or 1, V)
+        if req.prompt_logprobs:
+            req.sink(PromptScored(self._prompt_scores(req, logits)))
+        self._progress[id(req)] = _Progress(open_choices=req.n)
+        rows = [self._new_row(req, j) for j in range(req.n)]
+        if req.max_tokens == 0:  # echo scoring only
+            for row in rows:
+                self._finish(row, "length")
+            return
+        last = logits[-1:].expand(req.n, -1)  # (n, V)
+        tokens = sample_rows(last, [req.sampling] * req.n, [r.generator for r in rows])
+        infos = self._token_infos(last, tokens, [req] * req.n)
+        for row, tok, info in zip(rows, tokens, infos, strict=True):
+            self._accept(row, tok, info)
+            if not row.done:
+                self._cache.add_rows_(single)
+                self._rows.append(row)
 
     def _new_row(self, req: GenerationRequest, choice: int) -> _Row:
         seed = None if req.seed is None else req.seed + choice

@@ -114,31 +114,6 @@ def test_greedy_rows_equal_the_generator_whatever_shares_the_batch(engine, token
     wait_idle(engine)
 
 
-@pytest.mark.parametrize("kind", ["gpt", "lstm"])
-def test_requests_that_arrive_together_prefill_together_and_equal_each_alone(tokenizer, kind):
-    model = prepare_for_decoding(make_model(kind, tokenizer.vocab_size))
-    eng = Engine(model, tokenizer, max_batch=6, max_queue=16)
-    forwards = []
-    model.register_forward_hook(lambda module, args, out: forwards.append(args[0].shape))
-    prompts = PROMPTS[:4]
-    reqs = [request(tokenizer, p, max_tokens=6, n=1 + (i == 1)) for i, p in enumerate(prompts)]
-    for r in reqs:  # queued before the engine runs: its first admission takes them all
-        eng.submit(r)
-    eng.start()
-    try:
-        for r in reqs:
-            assert r.sink.done.wait(60), "request did not finish"
-    finally:
-        eng.stop()
-    width = max(len(tokenizer.encode(p)) for p in prompts)
-    assert forwards[0] == (4, width)  # one left-padded prefill for the four requests
-    gen = Generator(model, tokenizer)
-    params = GenerationParams(max_new_tokens=6, temperature=0.0)
-    for p, r in zip(prompts, reqs, strict=True):
-        expected = gen.generate([tokenizer.encode(p)], params)[0].text
-        assert set(r.sink.texts().values()) == {expected}
-
-
 def test_seeded_sampling_is_repeatable_across_batches_and_seeds_differ(engine, tokenizer):
     sampling = RowSampling(temperature=1.0, top_p=0.95, top_k=20)
     alone = request(tokenizer, "the", 20, sampling=sampling, seed=7)
