@@ -69,9 +69,18 @@ class LoRALinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.weight, self.bias)
-        # (..., in) -> (..., r) -> (..., out); the same order of operations as PEFT.
-        delta = F.linear(F.linear(self.drop(x), self.lora_A), self.lora_B)
-        return out + delta * self.scale
+        # out + (alpha / r) * B A x, PEFT's function. `out + delta * scale` made two more
+        # activation-sized temporaries per adapted layer, and glibc's heap (kept untrimmed while
+        # training, `runtime.tune_malloc`) fragmented around them until LoRA's peak RSS passed
+        # full fine-tuning's (6-layer/384 GPT, batch 32: 1.93 vs 1.74 GB). One batched GEMM adds
+        # the update into `out` in place instead (1.58 GB).
+        h = F.linear(self.drop(x), self.lora_A)  # (..., r)
+        if out.dim() != 3:
+            return out + F.linear(h, self.lora_B) * self.scale
+        b_t = self.lora_B.t().expand(h.size(0), -1, -1)  # (B, r, out), no copy
+        if out._is_view():  # a custom kernel's output (train.linear_kernel=onednn): not in place
+            return torch.baddbmm(out, h, b_t, alpha=self.scale)
+        return out.baddbmm_(h, b_t, alpha=self.scale)
 
     def merged_weight(self) -> torch.Tensor:
         """W + (alpha / r) B A: the plain Linear weight that computes the same function."""
