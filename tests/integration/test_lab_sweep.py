@@ -105,7 +105,9 @@ def test_local_sweep_run_dirs_index_and_rerun(local_sweep: tuple[SweepConfig, di
 
 
 def test_ctrl_c_leaves_nothing_finished_and_rerun_resumes(tmp_path: Path, data: Path) -> None:
-    long = {"sizes": [[1, 16]], "tokens": [64 * 200]}
+    # 1000 steps (~5 s idle): the SIGINT must land mid-training; at 200 steps (~1 s) the point
+    # could finish between the first evaluation and the signal.
+    long = {"sizes": [[1, 16]], "tokens": [64 * 1000]}
     config = _sweep(tmp_path, data, "sw", workers=1, grid=long, overrides={"eval": {"every": 25}})
     assert config.grid.tasks == []
     recipe = tmp_path / "sweep.toml"
@@ -115,12 +117,13 @@ def test_ctrl_c_leaves_nothing_finished_and_rerun_resumes(tmp_path: Path, data: 
     cli = [sys.executable, "-m", "lmforge", "sweep", str(recipe)]
     proc = subprocess.Popen(cli, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)  # fmt: skip
-    metrics = tmp_path / "sw" / "runs" / "l1_d16_t1.28e4" / "metrics.jsonl"
+    metrics = tmp_path / "sw" / "runs" / "l1_d16_t6.4e4" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until it trains past its first checkpoint
         if metrics.is_file() and metrics.read_text().count("val_loss") >= 1:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
+    assert proc.poll() is None, "the point finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output.decode()
@@ -128,7 +131,7 @@ def test_ctrl_c_leaves_nothing_finished_and_rerun_resumes(tmp_path: Path, data: 
     assert [p["status"] for p in index["points"]] == ["interrupted"]
     root = metrics.parent / "checkpoints"
     _, state = ckpt.resolve_checkpoint(root, "latest")
-    assert not state["finished"] and 0 < state["step"] < 200
+    assert not state["finished"] and 0 < state["step"] < 1000
     # The same command resumes the point and finishes it.
     index = run_sweep(config)
     assert index["status"] == {"done": 1}
