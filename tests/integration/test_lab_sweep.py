@@ -115,8 +115,15 @@ def test_ctrl_c_leaves_nothing_finished_and_rerun_resumes(tmp_path: Path, data: 
 
     save_config(config, recipe)
     cli = [sys.executable, "-m", "lmforge", "sweep", str(recipe)]
-    proc = subprocess.Popen(cli, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    # Its own process group with SIGINT at its default, like a terminal's foreground job (a
+    # suite started as `make test &` from a script would otherwise hand it SIGINT ignored).
+    proc = subprocess.Popen(
+        cli,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     metrics = tmp_path / "sw" / "runs" / "l1_d16_t6.4e4" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until it trains past its first checkpoint
