@@ -133,13 +133,13 @@ class LoopWaker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._lock = threading.Lock()
-        self._jobs: list[Job] = []
+        self._jobs: dict[int, Job] = {}  # by id: jobs to wake at the next run (once each)
         self._scheduled = False
 
     def wake(self, job: Job) -> None:
         """Any thread: have `job` look at its inbox soon."""
         with self._lock:
-            self._jobs.append(job)
+            self._jobs[id(job)] = job
             if self._scheduled:  # a wake-up is on its way and will see this job
                 return
             self._scheduled = True
@@ -149,9 +149,9 @@ class LoopWaker:
             pass
 
     def _run(self) -> None:
-        with self._lock:
-            jobs, self._jobs, self._scheduled = self._jobs, [], False
-        for job in jobs:
+        with self._lock:  # an event put after this swap schedules a run of its own
+            jobs, self._jobs, self._scheduled = self._jobs, {}, False
+        for job in jobs.values():
             job.wake()
 
 
@@ -185,23 +185,18 @@ class Job:
     requests: list[GenerationRequest] = field(default_factory=list)
     _inbox: deque[tuple[int, Event]] = field(default_factory=deque)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
-    _wake_pending: bool = False
 
     def sink(self, index: int) -> Callable[[Event], None]:
         waker = loop_waker()
 
         def put(event: Event) -> None:
             self._inbox.append((index, event))  # deque.append is atomic across threads
-            if self._wake_pending:  # a wake-up is scheduled and has not run: it will see this
-                return
-            self._wake_pending = True
             waker.wake(self)
 
         return put
 
     def wake(self) -> None:
         """On the loop: look at the inbox."""
-        self._wake_pending = False  # before set(): an event appended after this schedules anew
         self._ready.set()
 
     def submit(self, make: Callable[[Callable[[Event], None]], GenerationRequest]) -> None:
