@@ -98,7 +98,11 @@ def render(spec: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-BLOCK = re.compile(r"(<!-- results: ([\w.-]+\.json)#(\w+) -->\n)(.*?)(\n<!-- /results -->)", re.S)
+# A block's body never holds another marker, so an empty block (a table not rendered yet) cannot
+# swallow the next block up to its end marker.
+BLOCK = re.compile(
+    r"(<!-- results: ([\w.-]+\.json)#(\w+) -->\n)((?:(?!<!--).)*?)\n?(<!-- /results -->)", re.S
+)
 
 
 def refresh_docs(docs: Path) -> list[Path]:
@@ -109,7 +113,7 @@ def refresh_docs(docs: Path) -> list[Path]:
 
         def block(m: re.Match) -> str:
             spec = json.loads((RESULTS / m.group(2)).read_text())["tables"][m.group(3)]
-            return m.group(1) + render(spec) + m.group(5)
+            return m.group(1) + render(spec) + "\n" + m.group(5)
 
         new = BLOCK.sub(block, text)
         if new != text:

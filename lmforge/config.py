@@ -45,6 +45,7 @@ _RECIPE_SUFFIX = ".toml"
 # imported (for --help, for validation) without importing torch.
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 DtypeName = Literal["float32", "bfloat16", "float16"]
+LinearKernelName = Literal["auto", "mkl", "onednn"]
 
 
 class Section(BaseModel):

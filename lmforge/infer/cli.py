@@ -34,7 +34,9 @@ def run(cfg: GenerateConfig, flags: Flags) -> int:
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     loaded = load_run(cfg.run, cfg.checkpoint, device)
-    model = prepare_for_decoding(loaded.model, resolve_dtype(cfg.dtype), cfg.compile)
+    model = prepare_for_decoding(
+        loaded.model, resolve_dtype(cfg.dtype), cfg.compile, cfg.linear_kernel
+    )
     tokenizer = loaded.tokenizer
     generator = Generator(model, tokenizer, compile=cfg.compile)
     params = cfg.params(stop_ids=(tokenizer.eot_id,))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from lmforge.config import DeviceName, DtypeName, Section
+from lmforge.config import DeviceName, DtypeName, LinearKernelName, Section
 from lmforge.verb import Verb
 
 if TYPE_CHECKING:
@@ -50,6 +50,11 @@ class GenerateConfig(Section):
         "float32", description="weights and cache precision: float32 | bfloat16 | float16"
     )
     device: DeviceName = Field("auto", description="auto | cpu | cuda | mps")
+    linear_kernel: LinearKernelName = Field(
+        "auto",
+        description="kernel for fp32 linears on 2-64 rows (decode batches): auto (the faster, "
+        "measured at start-up) | mkl | onednn (a packed weight copy)",
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
     compile: bool = Field(
         False,

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from lmforge.config import DeviceName, Section
+from lmforge.config import DeviceName, LinearKernelName, Section
 from lmforge.models.config import GPTConfig, ModelConfig
 
 
@@ -54,7 +54,7 @@ class TrainSection(Section):
     tune_malloc: bool = Field(
         True, description="CPU: keep freed buffers in glibc's heap (~20% faster steps)"
     )
-    linear_kernel: Literal["auto", "mkl", "onednn"] = Field(
+    linear_kernel: LinearKernelName = Field(
         "auto",
         description="CPU linear layers: mkl (torch's F.linear) | onednn | auto (measured faster)",
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
-from lmforge.config import DeviceName, DtypeName, Section
+from lmforge.config import DeviceName, DtypeName, LinearKernelName, Section
 from lmforge.errors import ConfigError
 from lmforge.verb import Flags, Verb
 
@@ -43,6 +43,11 @@ class ServeConfig(Section):
     device: DeviceName = Field("auto", description="auto | cpu | cuda | mps")
     compile: bool = Field(
         False, description="compile the GPT decode step at start-up for batch sizes 1..max_batch"
+    )
+    linear_kernel: LinearKernelName = Field(
+        "auto",
+        description="kernel for fp32 linears on 2-64 rows (decode batches): auto (the faster, "
+        "measured at start-up) | mkl | onednn (a packed weight copy)",
     )
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
     model_name: str | None = Field(None, description="model id in the API (default: run dir name)")
@@ -117,7 +122,9 @@ def load_served(cfg: ServeConfig, name: str, metrics: Any) -> Any:
 
     set_threads(cfg.threads)
     loaded = load_run(cfg.run, cfg.checkpoint, resolve_device(cfg.device))
-    model = prepare_for_decoding(loaded.model, resolve_dtype(cfg.dtype), cfg.compile)
+    model = prepare_for_decoding(
+        loaded.model, resolve_dtype(cfg.dtype), cfg.compile, cfg.linear_kernel
+    )
     step = None
     if cfg.compile:
         from lmforge.infer.compiled import compile_decode_step

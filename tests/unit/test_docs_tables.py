@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 from pathlib import Path
 
 import pytest
 from lmforge_testing import REPO_ROOT
-
-BLOCK = re.compile(r"<!-- results: ([\w.-]+\.json)#(\w+) -->\n(.*?)\n<!-- /results -->", re.S)
-
 
 def _results_io():
     spec = importlib.util.spec_from_file_location(
@@ -26,9 +22,18 @@ def _results_io():
 def _blocks() -> list[tuple[Path, str, str, str]]:
     found = []
     for page in sorted((REPO_ROOT / "docs").glob("*.md")):
-        for match in BLOCK.finditer(page.read_text(encoding="utf-8")):
-            found.append((page, *match.groups()))
+        for match in _results_io().BLOCK.finditer(page.read_text(encoding="utf-8")):
+            found.append((page, match.group(2), match.group(3), match.group(4)))
     return found
+
+
+@pytest.mark.parametrize("page", sorted((REPO_ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
+def test_every_results_marker_opens_one_block(page):
+    text = page.read_text(encoding="utf-8")
+    blocks = len(_results_io().BLOCK.findall(text))
+    assert text.count("<!-- results: ") == blocks == text.count("<!-- /results -->"), (
+        f"{page.name}: a results marker without its end marker (or one inside another block)"
+    )
 
 
 @pytest.mark.parametrize("block", _blocks(), ids=lambda b: f"{b[0].name}:{b[1]}#{b[2]}")

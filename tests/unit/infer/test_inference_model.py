@@ -1,6 +1,7 @@
 """The decode layout: column-major linear weights change strides only (same module tree, keys,
 shapes, tying, logits within float rounding), and a batch still decodes each row as it decodes
-alone, which `lmforge serve` relies on."""
+alone, which `lmforge serve` relies on. The packed oneDNN linears for several rows keep the
+parameters and the logits, and step aside whenever gradients are wanted."""
 
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ def test_relayout_changes_strides_not_the_model(kind: str) -> None:
     assert column_major_linears_(model) == 0  # idempotent
 
 
-def test_batched_decoding_equals_each_row_alone_in_the_decode_layout() -> None:
-    model = prepare_for_decoding(_model("gpt"))
+@pytest.mark.parametrize("kernel", ["mkl", "onednn"])
+def test_batched_decoding_equals_each_row_alone_in_the_decode_layout(kernel: str) -> None:
+    model = prepare_for_decoding(_model("gpt"), multi_row_kernel=kernel)
     params = GenerationParams(max_new_tokens=16, temperature=0)
     gen = Generator(model)
     batch = [c.token_ids for c in gen.generate(PROMPTS, params)]
@@ -62,3 +64,30 @@ def test_low_precision_and_compiled_decoding_keep_the_row_major_layout() -> None
     compiled = prepare_for_decoding(_model("gpt"), compile=True)
     assert all(p.is_contiguous() for p in compiled.parameters())
     assert not compiled.training
+
+
+def test_packed_onednn_linears_keep_the_parameters_and_the_logits() -> None:
+    model = _model("gpt")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    shapes = {"one row": (1, 1), "decode batch": (5, 1), "prefill": (3, 12), "long": (2, 40)}
+    inputs = {name: torch.randint(0, VOCAB, shape) for name, shape in shapes.items()}
+    with torch.inference_mode():
+        reference = {name: model(x) for name, x in inputs.items()}
+    prepared = prepare_for_decoding(model, multi_row_kernel="onednn")
+    linears = [m for m in prepared.modules() if isinstance(m, nn.Linear)]
+    assert linears and all("forward" in vars(m) for m in linears)  # the packed path is on
+    after = prepared.state_dict()
+    assert list(after) == list(before)
+    for key, value in after.items():
+        assert torch.equal(value, before[key]), key
+    with torch.inference_mode():  # 1 row: MKL; 5 and 36 rows: packed; 80 rows: MKL
+        for name, x in inputs.items():
+            torch.testing.assert_close(prepared(x), reference[name], rtol=1e-5, atol=1e-5)
+    # With gradients wanted the layers run torch's own linear, so backward reaches the weights.
+    prepared(inputs["prefill"]).sum().backward()
+    assert all(m.weight.grad is not None for m in linears)
+
+
+def test_mkl_leaves_the_modules_alone() -> None:
+    prepared = prepare_for_decoding(_model("gpt"), multi_row_kernel="mkl")
+    assert not any("forward" in vars(m) for m in prepared.modules())
