@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from lmforge_testing import REPO_ROOT
 
+
 def _results_io():
     spec = importlib.util.spec_from_file_location(
         "results_io", REPO_ROOT / "benchmarks" / "results_io.py"
