@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 import types
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -121,8 +122,8 @@ def _pack_for_rows_(module: nn.Linear, rows: int = 8) -> None:
     packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), rows)
 
     def forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1]
-        if 2 <= rows <= MAX_PACKED_ROWS and not torch.is_grad_enabled():
+        n_rows = x.numel() // x.shape[-1]
+        if 2 <= n_rows <= MAX_PACKED_ROWS and not torch.is_grad_enabled():
             return _packed_linear(x, packed, self.bias)
         return F.linear(x, self.weight, self.bias)
 
@@ -142,12 +143,12 @@ def _onednn_faster(linears: list[nn.Linear], rows: int = 8, repeats: int = 5) ->
             packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), rows)
             cases.append((x, module, packed))
 
-        def best(run: object) -> float:
+        def best(run: Callable[[], None]) -> float:
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()
                 for _ in range(10):
-                    run()  # type: ignore[operator]
+                    run()
                 times.append(time.perf_counter() - start)
             return min(times)
 
