@@ -38,8 +38,11 @@ def test_last_only_logits_equal_the_full_last_column(factory):
     tokens = torch.randint(0, VOCAB, (3, 11))
     with torch.no_grad():
         full = model(tokens)
-        assert torch.equal(model(tokens, logits_to_keep=1), full[:, -1:])
-        assert torch.equal(model(tokens, logits_to_keep=4), full[:, -4:])
+        # Within rounding, not bitwise: the head multiplies 3 or 12 rows instead of 33, and MKL
+        # picks its kernel by the row count (bit-equal on the Xeon, 3e-7 apart on a Zen 4).
+        exact = {"atol": 1e-6, "rtol": 1e-6}
+        torch.testing.assert_close(model(tokens, logits_to_keep=1), full[:, -1:], **exact)
+        torch.testing.assert_close(model(tokens, logits_to_keep=4), full[:, -4:], **exact)
         cache = model.init_cache(3)
         last = model(tokens, cache=cache, logits_to_keep=1)
     torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=1e-5)
