@@ -21,12 +21,12 @@ from typing import Any
 from results_io import RESULTS, table, write_result
 
 from lmforge.config import load_recipe, validate_config
+from lmforge.lab.report_sweep import EMERGED
 from lmforge.lab.sweep import run_sweep
 from lmforge.lab.sweep_config import SweepConfig
 
 SWEEPS = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 FORMATS = ("reversed", "plain")
-EMERGED = 0.9
 
 
 def run_format(fmt: str, root: Path) -> list[dict[str, Any]]:

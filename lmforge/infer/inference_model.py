@@ -29,15 +29,15 @@ import logging
 import time
 import types
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.config import LinearKernelName
+
 log = logging.getLogger(__name__)
 
-MultiRowKernel = Literal["auto", "mkl", "onednn"]
 # Inputs of 2..MAX_PACKED_ROWS rows use the packed oneDNN weight: decode batches. Longer inputs
 # (prefills) stay on MKL, where it was not measured slower.
 MAX_PACKED_ROWS = 64
@@ -70,7 +70,7 @@ def prepare_for_decoding(
     model: nn.Module,
     dtype: torch.dtype = torch.float32,
     compile: bool = False,
-    multi_row_kernel: MultiRowKernel = "auto",
+    multi_row_kernel: LinearKernelName = "auto",
 ) -> nn.Module:
     """`model` in eval mode and `dtype`, its linear weights laid out for eager decoding.
 

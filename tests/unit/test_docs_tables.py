@@ -3,6 +3,7 @@ it ran on: a docs table that drifts from its JSON, or a result without its machi
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from lmforge_testing import REPO_ROOT
 
 
+@functools.cache  # one module object for every test: it is loaded from its file
 def _results_io():
     spec = importlib.util.spec_from_file_location(
         "results_io", REPO_ROOT / "benchmarks" / "results_io.py"
