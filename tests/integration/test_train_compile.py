@@ -69,17 +69,6 @@ def test_auto_compiles_a_run_long_enough_midway(data, tmp_path, monkeypatch, eag
     # As if an earlier run had measured a free compile and a large gain: this short run pays.
     monkeypatch.setattr(autocompile, "ASSUMED_COMPILE_S", 0.0)
     monkeypatch.setattr(autocompile, "ASSUMED_SPEEDUP", 10.0)
-    # A real compile: with inductor's graph caches warm (an earlier test or run compiled this
-    # model) the compiled first step can take no longer than an eager one, and compile_s is 0.
-    import torch
-    import torch._inductor.config as inductor_config
-    from torch._inductor.codecache import PyCodeCache
-
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
-    if hasattr(inductor_config, "autograd_cache"):
-        monkeypatch.setattr(inductor_config, "autograd_cache", False)
-    torch._dynamo.reset()  # and nothing compiled earlier in this process is reused
-    PyCodeCache.cache_clear()
     out = tmp_path / "auto"
     cfg = train_config(data, out, train__max_steps=STEPS, sample__every=0, train__log_every=3)
     assert cfg.compile == "auto"
