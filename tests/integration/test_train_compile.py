@@ -77,7 +77,9 @@ def test_auto_compiles_a_run_long_enough_midway(data, tmp_path, monkeypatch, eag
     record = json.loads((out / "run_info.json").read_text())["compile"]
     assert record["setting"] == "auto" and record["compile"] is True
     assert record["decided_at_step"] == autocompile.DECIDE_AFTER
-    assert record["compile_s"] > 0 and record["measured_speedup"] > 0
+    # 0 is honest when inductor's graph cache already holds these graphs (an earlier test in the
+    # same process or on disk): the compiled first step is then no slower than an eager one.
+    assert record["compile_s"] >= 0 and record["measured_speedup"] > 0
     assert record["eager_step_s"] > 0 and record["compiled_step_s"] > 0
     # Compiled steps measured slower than eager send the rest of the run back to eager.
     assert record.get("reverted_to_eager", False) is (record["measured_speedup"] < 1)
