@@ -2,8 +2,8 @@
 
 Pipeline (all through `lmforge.cli.main`, so every step is a command a user can rerun): prepare a
 BPE data dir from real English in the shared data (tinyshakespeare + Multi30k English train + the
-unlabelled SST-2/TREC training sentences; never a test sentence), pretrain each model for a
-wall-clock budget, score 0-shot and k-shot by likelihood, fine-tune a classifier three ways side by
+unlabelled SST-2/TREC training sentences, as short documents so val is a sample of all three;
+never a test sentence), pretrain each model for a wall-clock budget, score 0-shot and k-shot by likelihood, fine-tune a classifier three ways side by
 side (the whole model, LoRA adapters + head (GPT only: an LSTM has no linear layers to adapt), the
 head alone), and fine-tune from an untrained model to show what pretraining buys. Every row carries
 the majority and the bag-of-words (tf-idf + logistic regression, chosen on dev) baselines of the
@@ -16,6 +16,7 @@ Usage: `python benchmarks/eval_tasks.py [--quick] [--pretrain-seconds S] [--thre
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ SHARED = Path(
     os.environ.get("LMFORGE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 TASKS = ("sst2", "trec")
+LINES_PER_DOCUMENT = 20  # captions and task sentences: one document per 20 lines
 
 FULL = {
     "vocab": 4096,
@@ -69,17 +71,26 @@ def run(args: list[str]) -> float:
 
 
 def build_corpus(work: Path) -> list[str]:
-    """Source files for `prepare`: two real corpora plus the unlabelled task training text."""
-    task_text = work / "task_sentences.txt"
-    with task_text.open("w", encoding="utf-8") as out:
-        for task in TASKS:
-            with (SHARED / task / "train.txt").open(encoding="utf-8") as f:
-                out.writelines(line.split(" ", 1)[1] for line in f)
-    return [
-        str(SHARED / "tinyshakespeare" / "input.txt"),
-        str(SHARED / "multi30k" / "train.en.gz"),
-        str(task_text),
-    ]
+    """One JSONL source for `prepare`: two real corpora plus the unlabelled task training text,
+    as many short documents. Passed as three text files they would be three documents, and the
+    document-level val split would hold out one whole corpus (measured: val was all of Multi30k,
+    and the models pretrained on the other two alone)."""
+    corpus = work / "corpus.jsonl"
+    shakespeare = (SHARED / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    with gzip.open(SHARED / "multi30k" / "train.en.gz", "rt", encoding="utf-8") as f:
+        captions = [line.strip() for line in f if line.strip()]
+    sentences = []
+    for task in TASKS:
+        with (SHARED / task / "train.txt").open(encoding="utf-8") as f:
+            sentences += [line.split(" ", 1)[1].strip() for line in f]
+    with corpus.open("w", encoding="utf-8") as out:
+        for speech in shakespeare.split("\n\n"):  # a speaker's turn
+            out.write(json.dumps({"text": speech.strip() + "\n"}) + "\n")
+        for lines in (captions, sentences):
+            for i in range(0, len(lines), LINES_PER_DOCUMENT):
+                text = "\n".join(lines[i : i + LINES_PER_DOCUMENT]) + "\n"
+                out.write(json.dumps({"text": text}) + "\n")
+    return [str(corpus)]
 
 
 def report(run_dir: Path, task: str) -> dict:

@@ -271,12 +271,20 @@ def prepare_data(threads: int, workdir: Path) -> Path:
 
 
 def run_recipe(
-    name: str, recipe: Path, data: Path, threads: int, workdir: Path, quick: bool
+    name: str,
+    recipe: Path,
+    data: Path,
+    threads: int,
+    workdir: Path,
+    quick: bool,
+    overrides: tuple[str, ...] = (),
 ) -> dict:
-    """`timeout -s INT 100 lmforge train RECIPE`, then `lmforge eval` on the whole val split."""
+    """`timeout -s INT 100 lmforge train RECIPE [key=value ...]`, then `lmforge eval` on the
+    whole val split."""
     out = workdir / name
     limit = 25 if quick else TIME_LIMIT_S  # quick: a 4-s budget, 25 s with start-up and eval
     extra = ["train.max_time=4", "train.max_steps=20"] if quick else []
+    extra += overrides
     cmd = ["timeout", "-s", "INT", str(limit), sys.executable, "-m", "lmforge", "train"]
     cmd += [str(recipe), f"data={data}", f"out={out}", *extra]
     log = workdir / f"{name}.log"
@@ -302,6 +310,7 @@ def run_recipe(
     )
     return {
         "recipe": str(recipe.relative_to(ROOT)),
+        "overrides": list(overrides),
         "exit_code": code,
         "wall_s": round(wall, 1),
         "steps": state["step"],
