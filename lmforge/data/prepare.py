@@ -280,6 +280,7 @@ def _build(
     spool_path.unlink()
 
     tokens = {s: writers[s].num_tokens for s in units.SPLITS}
+    _warn_if_val_share_is_off(tokens, spool["documents"], cfg.split.val_fraction)
     val_mask = plan_split(spool["documents"], cfg.split.val_fraction, cfg.split.seed)
     split_docs = _split_documents(spool["documents"], val_mask, cfg.split.val_fraction)
     meta = _meta(cfg, tokenizer, tokens, split_docs, shards, spool["clean"])
@@ -421,6 +422,26 @@ def training_sample(
             continue  # a smaller chunk later may still fit
         used += size
         yield text
+
+
+def _warn_if_val_share_is_off(tokens: dict[str, int], num_docs: int, val_fraction: float) -> None:
+    """Documents go to val whole, so a corpus of a few unequal documents (say three text files)
+    can put a whole source in val and none of it in train; say so instead of hiding it."""
+    total = sum(tokens.values())
+    if num_docs < 2 or val_fraction == 0.0 or total == 0:
+        return
+    share = tokens["val"] / total
+    if val_fraction / 2 <= share <= 2 * val_fraction:
+        return
+    log.warning(
+        "warning: val holds %.0f%% of the tokens, not the %.0f%% of split.val_fraction: the "
+        "split takes whole documents, and this corpus has %d of unequal size (a text file is "
+        "one document). To split inside the text, give it as many smaller documents (JSONL "
+        "records or files) or as one file, whose last share becomes val.",
+        100 * share,
+        100 * val_fraction,
+        num_docs,
+    )
 
 
 def _split_documents(num_docs: int, val_mask: np.ndarray, val_fraction: float) -> dict[str, int]:

@@ -72,6 +72,19 @@ def test_data_dir_holds_every_document_once(tmp_path):
     assert "nfc" in report and "train:" in report and str(tmp_path / "d") in report
 
 
+def test_a_few_unequal_documents_warn_that_val_is_off_its_share(tmp_path, caplog):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, chars in (("a", 300), ("b", 3000), ("c", 6700)):  # any one of them: 3-67% of all
+        (src / f"{name}.txt").write_text("".join(random.Random(chars).choices(WORDS, k=chars // 4)))
+    prepare(_cfg(source=str(src), out=str(tmp_path / "d"), tokenizer={"kind": "char"}))
+    (warning,) = [r.getMessage() for r in caplog.records if "val holds" in r.getMessage()]
+    assert "not the 10% of split.val_fraction" in warning and "3 of unequal size" in warning
+    caplog.clear()
+    prepare(_cfg(source=str(_write_corpus(tmp_path / "many")), out=str(tmp_path / "d2")))
+    assert not [r for r in caplog.records if "val holds" in r.getMessage()]
+
+
 def test_tinyshakespeare_char_tail_split(shared_data, tmp_path):
     path = shared_data / "tinyshakespeare" / "input.txt"
     text = path.read_text(encoding="utf-8")
