@@ -19,12 +19,11 @@ log = logging.getLogger(__name__)
 
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 NGRAM_GRID = ((1, 1), (1, 2))
+SOLVER_SEED = 0
 Labelled = tuple[Sequence[str], Sequence[int]]  # texts, class ids
 
 
-def bag_of_words_baseline(
-    train: Labelled, dev: Labelled, test: Labelled, seed: int = 0
-) -> dict[str, float | str]:
+def bag_of_words_baseline(train: Labelled, dev: Labelled, test: Labelled) -> dict[str, float | str]:
     """`bow_acc`, `bow_macro_f1` on test and the chosen `bow_setting` (`C=3 ngrams=1-2`); empty
     when scikit-learn is not installed or train has a single class."""
     try:
@@ -40,7 +39,7 @@ def bag_of_words_baseline(
     with warnings.catch_warnings():
         # saga may stop at max_iter for a large C; the last digits do not matter to a baseline.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        preds, c, ngrams = _select_and_predict(train, dev, test, seed)
+        preds, c, ngrams = _select_and_predict(train, dev, test)
     return {
         "bow_acc": accuracy(list(test[1]), preds),
         "bow_macro_f1": macro_f1(list(test[1]), preds),
@@ -49,7 +48,7 @@ def bag_of_words_baseline(
 
 
 def _select_and_predict(
-    train: Labelled, dev: Labelled, test: Labelled, seed: int
+    train: Labelled, dev: Labelled, test: Labelled
 ) -> tuple[list[int], float, tuple[int, int]]:
     """Test predictions of the (C, n-grams) setting with the best dev accuracy, and the setting."""
     best: tuple[float, float, tuple[int, int]] | None = None
@@ -57,14 +56,14 @@ def _select_and_predict(
         vectorizer = _vectorizer(ngrams)
         x_train, x_dev = vectorizer.fit_transform(train[0]), vectorizer.transform(dev[0])
         for c in C_GRID:
-            model = _logistic_regression(c, seed).fit(x_train, list(train[1]))
+            model = _logistic_regression(c).fit(x_train, list(train[1]))
             acc = accuracy(list(dev[1]), model.predict(x_dev).tolist())
             if best is None or acc > best[0]:  # ties keep the simpler (smaller C, unigrams)
                 best = (acc, c, ngrams)
     assert best is not None
     _, c, ngrams = best
     vectorizer = _vectorizer(ngrams)
-    model = _logistic_regression(c, seed).fit(vectorizer.fit_transform(train[0]), list(train[1]))
+    model = _logistic_regression(c).fit(vectorizer.fit_transform(train[0]), list(train[1]))
     return model.predict(vectorizer.transform(test[0])).tolist(), c, ngrams
 
 
@@ -74,9 +73,12 @@ def _vectorizer(ngrams: tuple[int, int]) -> Any:
     return TfidfVectorizer(ngram_range=ngrams, sublinear_tf=True)
 
 
-def _logistic_regression(c: float, seed: int) -> Any:
+def _logistic_regression(c: float) -> Any:
     from sklearn.linear_model import LogisticRegression
 
     # saga fits sparse tf-idf far faster than lbfgs here (TREC, bigrams: 0.25 s against 30 s on
     # a busy 2-core machine) with the same test accuracy.
-    return LogisticRegression(C=c, solver="saga", max_iter=1000, random_state=seed)
+    # saga visits samples in a random order: a fixed one, not the caller's seed, so the same
+    # splits give the same baseline in every report (eval's seed 1234 and finetune's 1337 chose
+    # C=3 and C=10 on SST-2 and reported 0.803 and 0.812 for one test set).
+    return LogisticRegression(C=c, solver="saga", max_iter=1000, random_state=SOLVER_SEED)

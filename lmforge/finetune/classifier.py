@@ -144,7 +144,6 @@ def finetune_classifier(
             (train.texts, train.labels),
             (data.dev.texts, data.dev.labels),
             (data.test.texts, data.test.labels),
-            cfg.seed,
         )
     )
     meta = {

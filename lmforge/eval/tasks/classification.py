@@ -166,7 +166,6 @@ class ClassificationTask:
             (data.train.texts, data.train.labels),
             (data.dev.texts, data.dev.labels),
             (test.texts, test.labels),
-            seed,
         )
 
     def _evaluate_head(
