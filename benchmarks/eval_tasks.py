@@ -73,8 +73,8 @@ def run(args: list[str]) -> float:
 def build_corpus(work: Path) -> list[str]:
     """One JSONL source for `prepare`: two real corpora plus the unlabelled task training text,
     as many short documents. Passed as three text files they would be three documents, and the
-    document-level val split would hold out one whole corpus (measured: val was all of Multi30k,
-    and the models pretrained on the other two alone)."""
+    document-level val split would hold out one whole corpus (measured: val was all of the task
+    sentences, and the models pretrained on Shakespeare and Multi30k alone)."""
     corpus = work / "corpus.jsonl"
     shakespeare = (SHARED / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
     with gzip.open(SHARED / "multi30k" / "train.en.gz", "rt", encoding="utf-8") as f:

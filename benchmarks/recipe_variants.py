@@ -58,15 +58,15 @@ def main() -> None:
                     f"v{i}r{repeat}", recipe, data, args.threads, workdir, False, overrides
                 )
                 runs[overrides].append(result)
-                label = " ".join(overrides) or "(recipe as written)"
-                print(f"{label}: val {result['val_loss']:.4f}, {result['steps']} steps", flush=True)
+                loss, steps = result["val_loss"], result["steps"]
+                print(f"{_label(overrides)}: val {loss:.4f}, {steps} steps", flush=True)
     rows = [_summary(overrides, results) for overrides, results in runs.items()]
     name = f"recipe_variants_{args.tag}.json" if args.tag else "recipe_variants.json"
     result = {
         "benchmark": "recipe_variants",
         "recipe": args.recipe,
         "repeats": args.repeats,
-        "runs": {" ".join(v) or "(recipe as written)": r for v, r in runs.items()},
+        "runs": {_label(v): r for v, r in runs.items()},
         "tables": {"variants": table(COLUMNS, rows)},
     }
     path = write_result(RESULTS / name, result, args.threads)
@@ -76,10 +76,14 @@ def main() -> None:
     print(f"written: {path}")
 
 
+def _label(overrides: tuple[str, ...]) -> str:
+    return " ".join(overrides) or "(recipe as written)"
+
+
 def _summary(overrides: tuple[str, ...], results: list[dict]) -> dict:
     losses = [r["val_loss"] for r in results]
     return {
-        "variant": " ".join(overrides) or "(recipe as written)",
+        "variant": _label(overrides),
         "runs": len(results),
         "val_mean": statistics.fmean(losses),
         "val_min": min(losses),
