@@ -46,7 +46,7 @@ def finetune(cfg: FinetuneConfig, flags: Flags | None = None) -> int:
     if task.kind == "classification":
         from lmforge.finetune.classifier import finetune_classifier
 
-        data = task.load(cfg.task, ("train", "dev", "test"), cfg.seed)  # type: ignore[attr-defined]
+        data = task.load(cfg.task, ("train", "dev", "test"))  # type: ignore[attr-defined]
         return finetune_classifier(task.name, data, run, cfg, flags, adapter)
     if cfg.qa.head == "span":
         from lmforge.finetune.span_qa import finetune_span_qa

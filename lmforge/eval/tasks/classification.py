@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A held-out dev set is part of the data, not of a run: with the run's seed, `lmforge eval` (seed
+# 1234) and `lmforge finetune` (1337) held out different dev sets of TREC, so the same test split
+# got two different bag-of-words baselines (their C was chosen on different dev sets).
+DEV_HOLDOUT_SEED = 0
+
 
 @dataclass(frozen=True)
 class ClassificationSpec:
@@ -77,8 +82,9 @@ class ClassificationTask:
 
     # -- data ------------------------------------------------------------------------------------
 
-    def load(self, cfg: TaskSection, splits: tuple[str, ...], seed: int = 0) -> ClassificationData:
-        """Read the requested splits; a missing dev split is held out from train (seeded)."""
+    def load(self, cfg: TaskSection, splits: tuple[str, ...]) -> ClassificationData:
+        """Read the requested splits; a missing dev split is held out from train, the same
+        examples for every run (`DEV_HOLDOUT_SEED`)."""
         spec = self.spec
         paths = {split: self._path(cfg, split) for split in ("train", "test") if split in splits}
         dev_from_train = False
@@ -102,7 +108,7 @@ class ClassificationTask:
             s: Split([r.text for r in rows[s]], label_ids(rows[s], labels, paths[s])) for s in rows
         }
         if dev_from_train:
-            data["train"], data["dev"] = _hold_out(data["train"], spec.dev_fraction, seed)
+            data["train"], data["dev"] = _hold_out(data["train"], spec.dev_fraction)
         names = list(spec.label_names or labels) if not cfg.labels else list(labels)
         verbalizers = list(cfg.verbalizers or spec.verbalizers or names)
         if len(verbalizers) != len(labels):
@@ -136,7 +142,7 @@ class ClassificationTask:
         head_dir = run.run_dir / CLASSIFIER_DIR
         if (head_dir / "classifier.json").is_file():
             return self._evaluate_head(run, cfg, head_dir)
-        data = self.load(cfg.task, ("train", "test") if cfg.shots else ("test",), cfg.seed)
+        data = self.load(cfg.task, ("train", "test") if cfg.shots else ("test",))
         test = _limit(data.test, cfg.limit)
         pool = list(zip(data.train.texts, data.train.labels, strict=True)) if data.train else []
         contexts = build_contexts(test.texts, data.prompting, cfg.shots, pool, cfg.seed)
@@ -150,14 +156,14 @@ class ClassificationTask:
         }
         metrics.update(_scores(test.labels, preds))
         metrics["acc_norm"] = accuracy(test.labels, preds_norm)
-        metrics.update(self._bow(cfg.task, cfg.seed, test))
+        metrics.update(self._bow(cfg.task, test))
         self._write(run.run_dir, metrics, test.labels, preds, data.label_names)
         return metrics
 
-    def _bow(self, task_cfg: TaskSection, seed: int, test: Split) -> dict[str, float | str]:
+    def _bow(self, task_cfg: TaskSection, test: Split) -> dict[str, float | str]:
         """The bag-of-words baseline on this task's train/dev splits, scored on `test`."""
         try:
-            data = self.load(task_cfg, ("train", "dev"), seed)
+            data = self.load(task_cfg, ("train", "dev"))
         except (DataError, ConfigError) as exc:
             log.info("no bag-of-words baseline: %s", exc)
             return {}
@@ -187,7 +193,7 @@ class ClassificationTask:
         preds = predict(model, ids, cfg.batch_size)
         metrics = {"task": self.name, "method": "finetuned", "checkpoint": run.checkpoint_dir.name}
         metrics.update(_scores(test.labels, preds))
-        metrics.update(self._bow(task_cfg, cfg.seed, test))
+        metrics.update(self._bow(task_cfg, test))
         self._write(run.run_dir, metrics, test.labels, preds, data.label_names)
         return metrics
 
@@ -223,10 +229,10 @@ def _limit(split: Split | None, limit: int | None) -> Split:
     return Split(split.texts[:limit], split.labels[:limit])
 
 
-def _hold_out(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Split off a seeded `fraction` of train as dev (for sets that ship without one)."""
+def _hold_out(train: Split, fraction: float) -> tuple[Split, Split]:
+    """Split off a fixed `fraction` of train as dev (for sets that ship without one)."""
     order = list(range(len(train.texts)))
-    random.Random(seed).shuffle(order)
+    random.Random(DEV_HOLDOUT_SEED).shuffle(order)
     n_dev = max(1, int(len(order) * fraction))
     if n_dev >= len(order):
         raise DataError(f"{len(order)} training examples are too few to hold out a dev set")

@@ -40,7 +40,7 @@ def test_sst2_baseline_matches_the_published_measurement():
     from lmforge.eval.tasks import get_task
 
     require((shared_data_dir() / "sst2" / "train.txt").is_file(), "shared SST-2 data missing")
-    data = get_task("sst2").load(TaskSection(name="sst2"), ("train", "dev", "test"), 0)
+    data = get_task("sst2").load(TaskSection(name="sst2"), ("train", "dev", "test"))
     result = bag_of_words_baseline(
         (data.train.texts, data.train.labels),
         (data.dev.texts, data.dev.labels),
