@@ -7,10 +7,10 @@ a test sentence), pretrain each model for a wall-clock budget, score 0-shot and 
 likelihood, fine-tune a classifier three ways side by side (the whole model at two learning rates,
 the one with the better dev accuracy chosen; LoRA adapters + head (GPT only: an LSTM has no linear
 layers to adapt); the head alone), and fine-tune from an untrained model to show what pretraining
-buys. Every row carries the majority and the bag-of-words (tf-idf +
-logistic regression, chosen on dev) baselines of the same splits. Budget (defaults): 600 s
-pretraining per model + 150 s per fine-tuning, so each model takes <= 30 minutes on 2 cores. Prints
-a Markdown table and writes `benchmarks/results/eval_tasks.json` (table `classification`).
+buys. Every row carries the majority and the bag-of-words (tf-idf + logistic regression, chosen on
+dev) baselines of the same splits. Budget (defaults): 600 s pretraining per model + 150 s per
+fine-tuning, so each model's chosen path takes <= 30 minutes on 2 cores. Prints a Markdown table
+and writes `benchmarks/results/eval_tasks.json` (table `classification`).
 Usage: `python benchmarks/eval_tasks.py [--quick] [--pretrain-seconds S] [--threads N]`.
 """
 
