@@ -11,7 +11,9 @@
       time (excluded from them) from run_info.json.
     Reported: tokens/s, the ratio, MFU against the fastest fp32 kernel measured now, peak RSS.
 (b) `configs/shakespeare_char.toml` under `timeout -s INT 100` (start-up included), then
-    `lmforge eval` on the whole val split; the same for the LSTM recipe and its baseline
+    `lmforge eval` on the whole val split, twice on a fresh inductor cache: the first run on a
+    machine (cold compile inside the budget) and the run every later one is (the cache warm; the
+    target's); the same for the LSTM recipe and its baseline
     (`benchmarks/baselines/shakespeare_char_lstm.toml`, the recipe before this issue).
 Usage: `python benchmarks/train.py [--threads N] [--steps N] [--quick]`, on an idle machine (2
 threads on 2 cores: any other busy process slows PyTorch many times over). Writes
@@ -278,9 +280,10 @@ def run_recipe(
     workdir: Path,
     quick: bool,
     overrides: tuple[str, ...] = (),
+    compile_cache: Path | None = None,
 ) -> dict:
     """`timeout -s INT 100 lmforge train RECIPE [key=value ...]`, then `lmforge eval` on the
-    whole val split."""
+    whole val split. `compile_cache`: inductor's cache dir for this run (default: the user's)."""
     out = workdir / name
     limit = 25 if quick else TIME_LIMIT_S  # quick: a 4-s budget, 25 s with start-up and eval
     extra = ["train.max_time=4", "train.max_steps=20"] if quick else []
@@ -288,9 +291,12 @@ def run_recipe(
     cmd = ["timeout", "-s", "INT", str(limit), sys.executable, "-m", "lmforge", "train"]
     cmd += [str(recipe), f"data={data}", f"out={out}", *extra]
     log = workdir / f"{name}.log"
+    env = _env(threads)
+    if compile_cache is not None:
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache)
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(threads))
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         code, rss = _wait(proc)  # type: ignore[misc]
     wall = time.perf_counter() - start
     # 124: `timeout` sent SIGINT at the limit (the trainer checkpointed); 130: the trainer's code.
@@ -372,13 +378,20 @@ def main() -> None:
         print(f"lmforge train (dtype=auto, compile=auto), {args.steps} steady steps ...")
         ours = run_lmforge_speed(data, args.batch, args.steps, args.run_steps, threads, workdir)
         recipes = {}
-        for name, recipe in (
-            ("shakespeare_char", ROOT / "configs" / "shakespeare_char.toml"),
-            ("shakespeare_char_lstm", ROOT / "configs" / "shakespeare_char_lstm.toml"),
-            ("shakespeare_char_lstm_baseline", BASELINES / "shakespeare_char_lstm.toml"),
+        # The GPT recipe compiles: its first run on a machine pays inductor's cold compile inside
+        # the budget, every later run reads the compile cache. Both are run, in that order, on a
+        # cache dir of their own, and reported; the target is judged on the run a user repeats.
+        cache = workdir / "inductor_cache"
+        for name, recipe, compile_cache in (
+            ("shakespeare_char_cold_cache", ROOT / "configs" / "shakespeare_char.toml", cache),
+            ("shakespeare_char", ROOT / "configs" / "shakespeare_char.toml", cache),
+            ("shakespeare_char_lstm", ROOT / "configs" / "shakespeare_char_lstm.toml", None),
+            ("shakespeare_char_lstm_baseline", BASELINES / "shakespeare_char_lstm.toml", None),
         ):
-            print(f"{recipe.relative_to(ROOT)} under a {TIME_LIMIT_S}-s SIGINT timeout ...")
-            recipes[name] = run_recipe(name, recipe, data, threads, workdir, args.quick)
+            print(f"{name}: {recipe.relative_to(ROOT)} under a {TIME_LIMIT_S}-s SIGINT timeout ...")
+            recipes[name] = run_recipe(
+                name, recipe, data, threads, workdir, args.quick, compile_cache=compile_cache
+            )
     result = summarize(ref, ours, recipes, peaks, fp32_peak, native_bf16, args)
     path = write_result(out_path, result, threads)
     print_tables(result, path)
@@ -462,14 +475,14 @@ def summarize(
     ]
     recipe_rows = [
         {
-            "recipe": r["recipe"],
+            "recipe": r["recipe"] + (" (first run: cold compile cache)" if "cold" in name else ""),
             "dtype": r["dtype"],
             "steps": r["steps"],
             "train_s": r["train_s"],
             "wall_s": r["wall_s"],
             "val_loss": r["val_loss"],
         }
-        for r in recipes.values()
+        for name, r in recipes.items()
     ]
     return {
         "quick": args.quick,
