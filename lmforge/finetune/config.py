@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from lmforge.config import DeviceName, DtypeName, Section
+from lmforge.config import DeviceName, Section
 from lmforge.eval.config import DecodeSection, TaskSection
 
 
@@ -131,7 +131,18 @@ class FinetuneConfig(Section):
     task: TaskSection = Field(default_factory=TaskSection)
     seed: int = Field(1337, description="seed for the head init, data order and dropout")
     device: DeviceName = Field("auto", description="auto | cpu | cuda | mps")
-    dtype: DtypeName = Field("float32", description="autocast precision: float32 | bfloat16")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="autocast precision: float32 | bfloat16 | auto (bf16 where this machine's "
+        "measured bf16 matmul is faster, as `lmforge train` picks)",
+    )
+    dropout: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="dropout inside the model while fine-tuning (embeddings, attention, residuals; "
+        "LSTM: between layers and before the head); default: the run's own (usually 0)",
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
     classifier: ClassifierSection = Field(default_factory=ClassifierSection)
     sft: SFTSection = Field(default_factory=SFTSection)

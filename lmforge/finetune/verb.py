@@ -9,11 +9,16 @@ run dir that `eval`, `generate` and `export` accept, published only when complet
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from lmforge.errors import ConfigError
 from lmforge.finetune.config import FinetuneConfig
 from lmforge.verb import Flags, Verb
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +28,7 @@ def finetune(cfg: FinetuneConfig, flags: Flags | None = None) -> int:
     from lmforge.eval.tasks import TASKS, get_task
     from lmforge.finetune.adapters import prepare_lora
     from lmforge.finetune.publish import check_out
+    from lmforge.models.registry import with_dropout
     from lmforge.run.rundir import load_run
     from lmforge.runtime import resolve_device, set_threads
 
@@ -42,6 +48,10 @@ def finetune(cfg: FinetuneConfig, flags: Flags | None = None) -> int:
     set_threads(cfg.threads)
     run = load_run(cfg.init, cfg.checkpoint, resolve_device(cfg.device))
     log.info("fine-tuning %s (%s) for task %s", cfg.init, run.checkpoint_dir.name, task.name)
+    if cfg.dropout is not None:
+        model, model_config = with_dropout(run.model, run.model_config, cfg.dropout)
+        run = dataclasses.replace(run, model=model, model_config=model_config)
+    cfg = _resolve_dtype(cfg, next(run.model.parameters()).device)
     adapter = prepare_lora(run, cfg)
     if task.kind == "classification":
         from lmforge.finetune.classifier import finetune_classifier
@@ -56,6 +66,20 @@ def finetune(cfg: FinetuneConfig, flags: Flags | None = None) -> int:
 
     generation = task.for_run(run)  # type: ignore[attr-defined] - e.g. chat takes run's template
     return finetune_sft(generation, run, cfg, flags, adapter)
+
+
+def _resolve_dtype(cfg: FinetuneConfig, device: torch.device) -> FinetuneConfig:
+    """`dtype=auto` made concrete once, as `lmforge train` decides it (measured matmul peaks,
+    cached per machine), so the run's finetune.toml records what was used."""
+    if cfg.dtype != "auto":
+        return cfg
+    import torch
+
+    from lmforge.train.peak import choose_dtype
+
+    name = str(choose_dtype(device, torch.get_num_threads())).removeprefix("torch.")
+    log.info("dtype=auto: %s on this machine", name)
+    return cfg.model_copy(update={"dtype": name})
 
 
 def run(cfg: FinetuneConfig, flags: Flags) -> int:

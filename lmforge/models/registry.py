@@ -59,6 +59,20 @@ def build_model(cfg: GPTConfig | LSTMConfig, vocab_size: int) -> nn.Module:
     return _REGISTRY[cfg.kind](cfg, vocab_size)
 
 
+def with_dropout(
+    model: nn.Module, cfg: GPTConfig | LSTMConfig, dropout: float
+) -> tuple[nn.Module, GPTConfig | LSTMConfig]:
+    """`model`'s weights in a model built with `dropout`, and that model's config.
+
+    Dropout adds no tensors, so every weight carries over exactly; the new model is on the same
+    device and in the same (train/eval) mode as `model`."""
+    config = cfg.model_copy(update={"dropout": dropout})
+    rebuilt = build_model(config, int(model.vocab_size))
+    rebuilt.load_state_dict(model.state_dict())
+    device = next(model.parameters()).device
+    return rebuilt.to(device).train(model.training), config
+
+
 class SavedModel(Section):
     """The contents of model_config.toml."""
 
