@@ -77,7 +77,10 @@ class LoRALinear(nn.Linear):
         h = F.linear(self.drop(x), self.lora_A)  # (..., r)
         if out.dim() != 3:
             return out + F.linear(h, self.lora_B) * self.scale
-        b_t = self.lora_B.t().expand(h.size(0), -1, -1)  # (B, r, out), no copy
+        # Under autocast `out` and `h` are bf16 while lora_B is an fp32 parameter; an in-place
+        # GEMM is not autocast, so it takes the output's dtype explicitly (a cast, then no copy).
+        b_t = self.lora_B.t().to(out.dtype).expand(h.size(0), -1, -1)  # (B, r, out)
+        h = h.to(out.dtype)
         if out._is_view():  # a custom kernel's output (train.linear_kernel=onednn): not in place
             return torch.baddbmm(out, h, b_t, alpha=self.scale)
         return out.baddbmm_(h, b_t, alpha=self.scale)

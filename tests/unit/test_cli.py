@@ -11,10 +11,10 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from lmforge_testing import REPO_ROOT
 from pydantic import Field
 

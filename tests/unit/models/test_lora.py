@@ -103,11 +103,13 @@ def test_targets_that_match_nothing_are_named():
         apply_lora(_model("llama"), LoRASpec(0, 1.0))
 
 
-def test_the_in_place_update_has_the_reference_values_and_gradients():
-    """A (B, T, in) input takes the in-place batched-GEMM path; the same rows as a 2-D input take
-    the plain `out + (B A x) * scale` path. Outputs and every gradient agree."""
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_in_place_update_has_the_reference_values_and_gradients(bias):
+    """A (B, T, in) input takes the batched-GEMM path (in place without a bias; with one, F.linear
+    returns a view and the update is out of place); the same rows as a 2-D input take the plain
+    `out + (B A x) * scale` path. Outputs and every gradient agree."""
     torch.manual_seed(0)
-    layer = LoRALinear(torch.nn.Linear(16, 24), rank=4, alpha=8.0)
+    layer = LoRALinear(torch.nn.Linear(16, 24, bias=bias), rank=4, alpha=8.0)
     torch.nn.init.normal_(layer.lora_B)  # a trained adapter, not the zero start
     x = torch.randn(3, 5, 16, requires_grad=True)
     grads = []
@@ -121,3 +123,20 @@ def test_the_in_place_update_has_the_reference_values_and_gradients():
     for batched, flat in zip(*grads, strict=True):
         torch.testing.assert_close(batched, flat, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(x_grad_3d, x_grad_2d, rtol=1e-5, atol=1e-6)
+
+
+def test_the_update_runs_under_bf16_autocast_like_its_merge():
+    """`dtype=auto` trains under bf16 autocast: the base output is bf16 while the adapter's
+    parameters stay fp32, and the in-place update must still run, train and match the merge."""
+    torch.manual_seed(0)
+    # No bias, as the GPT's projections: F.linear then returns a fresh tensor, the in-place path.
+    layer = LoRALinear(torch.nn.Linear(16, 24, bias=False), rank=4, alpha=8.0)
+    torch.nn.init.normal_(layer.lora_B)
+    layer.weight.requires_grad_(False)  # frozen, as LoRA training leaves it
+    x = torch.randn(3, 5, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+        out.float().sum().backward()
+    assert out.dtype == torch.bfloat16 and layer.lora_B.grad.dtype == torch.float32
+    merged = torch.nn.functional.linear(x, layer.merged_weight(), layer.bias)
+    torch.testing.assert_close(out.float(), merged, rtol=3e-2, atol=3e-2)
