@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--base", default="", help="keys every variant starts from")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument("--tag", default="", help="suffix of the results file (e.g. the CPU)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # variants may follow the options
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by lmforge's set_threads
     base = shlex.split(args.base)
