@@ -78,10 +78,10 @@ class LoRALinear(nn.Linear):
         if out.dim() != 3:
             return out + F.linear(h, self.lora_B) * self.scale
         # Under autocast `out` and `h` are bf16 while lora_B is an fp32 parameter; an in-place
-        # GEMM is not autocast, so it takes the output's dtype explicitly (a cast, then no copy).
+        # GEMM is not autocast, so lora_B takes the output's dtype explicitly.
         b_t = self.lora_B.t().to(out.dtype).expand(h.size(0), -1, -1)  # (B, r, out)
-        h = h.to(out.dtype)
-        if out._is_view():  # a custom kernel's output (train.linear_kernel=onednn): not in place
+        # A view (F.linear with a bias, or train.linear_kernel=onednn's op) is not updated in place.
+        if out._is_view():
             return torch.baddbmm(out, h, b_t, alpha=self.scale)
         return out.baddbmm_(h, b_t, alpha=self.scale)
 
