@@ -58,6 +58,11 @@ class TrainSection(Section):
         "auto",
         description="CPU linear layers: mkl (torch's F.linear) | onednn | auto (measured faster)",
     )
+    attention_kernel: Literal["auto", "sdpa", "math"] = Field(
+        "auto",
+        description="causal attention while training: sdpa (torch's fused kernel) | math "
+        "(matmuls + softmax) | auto (measured faster at the run's shape, CPU)",
+    )
 
 
 class OptimSection(Section):
@@ -74,6 +79,11 @@ class OptimSection(Section):
         None, gt=0, description="Muon group peak lr (default: optim.lr; updates RMS-matched)"
     )
     muon_momentum: float = Field(0.95, ge=0, lt=1, description="Muon momentum")
+    muon_ns_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Muon's Newton-Schulz precision: auto (bf16 on GPUs and on CPUs whose "
+        "measured bf16 matmul is >= 1.5x fp32's, else fp32) | float32 | bfloat16",
+    )
     fused: bool | None = Field(
         None, description="fused AdamW kernel (default: on where the device supports it)"
     )

@@ -23,12 +23,14 @@ from typing import Any
 import torch
 
 from lmforge.config import save_config
+from lmforge.models.gpt import math_attention
 from lmforge.run import checkpoint as ckpt
 from lmforge.run import rundir
 from lmforge.run.config import TrainConfig
 from lmforge.runtime import autocast, malloc_tuning_hint, resolve_device
 from lmforge.train import autocompile
 from lmforge.train import distributed as dist_utils
+from lmforge.train.attention_kernel import choose_attention_kernel
 from lmforge.train.console import TrainDisplay, format_stats
 from lmforge.train.evaluate import byte_lengths, sample_text
 from lmforge.train.interface import Components, LanguageModelObjective, Validation
@@ -111,6 +113,7 @@ class Trainer:
         self._step_time = 0.0  # seconds inside train_step (tokens/s excludes eval and saving)
         self._last_saved = -1
         self.linear_kernel = self._choose_linear_kernel(config.train.linear_kernel)
+        self.attention_kernel = self._choose_attention_kernel(config.train.attention_kernel)
         self._step_durations: list[float] = []
         self.compile_record: dict[str, Any] = {"setting": config.compile}
         self._compile_phase = self._compile_plan(config.compile, parts)
@@ -156,7 +159,11 @@ class Trainer:
             batch = objective.to_device(batch, self.device)
             sync = m == last
             with dist_utils.gradient_sync(self.model, self.env, self.config.train.parallel, sync):
-                with autocast(self.device, self.dtype), self._linear_kernel():
+                with (
+                    autocast(self.device, self.dtype),
+                    self._linear_kernel(),
+                    math_attention(self.attention_kernel == "math"),
+                ):
                     output = objective.forward(
                         self.model, batch, self.carry[m] if self.carry else None
                     )
@@ -210,6 +217,25 @@ class Trainer:
             else None
         )
         return str(dist_utils.broadcast_object(choice, self.env))
+
+    def _choose_attention_kernel(self, setting: str) -> str:
+        source = self.train_batches
+
+        def choose() -> str:
+            return choose_attention_kernel(
+                setting,
+                self.raw_model,
+                self.device,
+                self.dtype,
+                source.rows,
+                source.seq_len,
+                torch.get_num_threads(),
+            )
+
+        if setting != "auto" or not self.env.enabled:
+            return choose()
+        # Rank 0's measured choice on every rank: ranks must run the same kernels.
+        return str(dist_utils.broadcast_object(choose() if self.env.is_main else None, self.env))
 
     def _uncompiled(self) -> torch.nn.Module:
         """The (DDP/FSDP-wrapped) model without torch.compile's wrapper: checkpoints keep their
@@ -286,6 +312,7 @@ class Trainer:
                 "accum_steps": source.accum_steps,
                 "dtype": str(self.dtype),
                 "linear_kernel": self.linear_kernel,
+                "attention_kernel": self.attention_kernel,
                 "world_size": self.env.world_size,
                 "parallel": self.config.train.parallel,
             }
@@ -619,6 +646,7 @@ def _write_run_files(trainer: Trainer, session: Session, flags: Flags) -> None:
         "dtype": str(trainer.dtype).removeprefix("torch."),
         "num_params": trainer.raw_model.num_params(),
         "linear_kernel": trainer.linear_kernel,
+        "attention_kernel": trainer.attention_kernel,
         "compile": trainer.compile_record,
     }
     if session.resume_dir is not None:
@@ -638,9 +666,12 @@ def _write_run_files(trainer: Trainer, session: Session, flags: Flags) -> None:
         trainer.config.data,
     )
     log.info(
-        "linear layers: %s (train.linear_kernel=%s); compile=%s",
+        "linear layers: %s (train.linear_kernel=%s); attention: %s (train.attention_kernel=%s); "
+        "compile=%s",
         trainer.linear_kernel,
         trainer.config.train.linear_kernel,
+        trainer.attention_kernel,
+        trainer.config.train.attention_kernel,
         str(trainer.config.compile).lower(),
     )
     untuned = trainer.device.type == "cpu" and not trainer.config.train.tune_malloc

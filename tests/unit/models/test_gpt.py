@@ -204,6 +204,60 @@ def test_model_with_manual_attention_matches(monkeypatch):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_attend_math_equals_sdpa_values_and_gradients(kv_heads):
+    """`train.attention_kernel=math`'s path computes SDPA's causal attention, GQA included."""
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 7, 8, requires_grad=True)
+    k = torch.randn(2, kv_heads, 7, 8, requires_grad=True)
+    v = torch.randn_like(k, requires_grad=True)
+    weights = torch.linspace(-1, 1, q.numel()).view_as(q)
+    grads = []
+    for fn in (
+        lambda: gpt_module.attend(q, k, v, None, 0.0),
+        lambda: gpt_module.attend_math(q, k, v, 0.0),
+    ):
+        out = fn()
+        (out * weights).sum().backward()
+        grads.append((out.detach(), q.grad.clone(), k.grad.clone(), v.grad.clone()))
+        q.grad = k.grad = v.grad = None
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_math_attention_context_switches_the_model_and_restores_sdpa(monkeypatch):
+    model = make(n_kv_heads=2)
+    tokens = torch.randint(0, VOCAB, (2, 16))
+    calls = []
+    real = gpt_module.attend_math
+    monkeypatch.setattr(gpt_module, "attend_math", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        reference = model(tokens)
+        assert not calls
+        with gpt_module.math_attention():
+            switched = model(tokens)
+        assert len(calls) == model.config.n_layers
+        again = model(tokens)
+    assert len(calls) == model.config.n_layers  # SDPA again after the block
+    torch.testing.assert_close(switched, reference, atol=1e-5, rtol=1e-5)
+    assert torch.equal(again, reference)
+
+
+def test_math_attention_under_bf16_autocast_is_as_accurate_as_sdpa():
+    """Against the fp32 logits, bf16 math attention errs no more than bf16 SDPA (x2 slack)."""
+    model = make()
+    tokens = torch.randint(0, VOCAB, (2, 16))
+    with torch.no_grad():
+        exact = model(tokens)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            sdpa = model(tokens).float()
+            with gpt_module.math_attention():
+                math_path = model(tokens).float()
+    sdpa_error = (sdpa - exact).abs().max()
+    math_error = (math_path - exact).abs().max()
+    assert math_error <= 2 * sdpa_error + 1e-4 * exact.abs().max(), (math_error, sdpa_error)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training behaviour, counting
 

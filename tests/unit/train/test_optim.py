@@ -80,3 +80,47 @@ def test_muon_matches_torch_muon_in_fp32():
         opt_ref.step()
     assert torch.allclose(ours, ref, atol=2e-3)
     assert not torch.allclose(ours, w, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("bf16_peak", "expected"),
+    [(0.42, torch.bfloat16), (0.25, torch.float32), (0.002, torch.float32)],
+)
+def test_newton_schulz_dtype_auto_follows_the_measured_cpu_peaks(
+    tmp_path, monkeypatch, bf16_peak, expected
+):
+    """auto: bf16 only where this CPU's cached bf16 matmul peak is >= 1.5x its fp32 peak (Zen 4:
+    0.42 vs 0.21 TFLOP/s); an explicit setting wins; MuonAdamW iterates in the chosen dtype."""
+    import json
+
+    from lmforge.train.optim import MuonAdamW, newton_schulz_dtype
+    from lmforge.train.peak import cpu_key
+
+    monkeypatch.setenv("LMFORGE_CACHE_DIR", str(tmp_path))
+    peaks = {"float32": {"mkl": 0.14, "onednn": 0.21}, "bfloat16": {"mkl": bf16_peak}}
+    key = cpu_key(torch.get_num_threads())
+    (tmp_path / "peak_flops.json").write_text(json.dumps({key: peaks}))
+    cpu = torch.device("cpu")
+    assert newton_schulz_dtype("auto", cpu) == expected
+    assert newton_schulz_dtype("float32", cpu) == torch.float32
+    assert newton_schulz_dtype("bfloat16", cpu) == torch.bfloat16
+    model = build_model(GPTConfig(n_layers=1, n_heads=2, d_model=16), 32)
+    opt = MuonAdamW(model, OptimSection(name="muon"), cpu)
+    assert opt.optimizers[0].ns_dtype == expected
+
+
+def test_bf16_newton_schulz_step_is_close_to_fp32():
+    from lmforge.train.optim import Muon
+
+    torch.manual_seed(0)
+    w, grad = torch.randn(32, 96), torch.randn(32, 96)
+    steps = []
+    for dtype in (torch.float32, torch.bfloat16):
+        param = torch.nn.Parameter(w.clone())
+        param.grad = grad.clone()
+        Muon([param], lr=0.05, weight_decay=0.0, ns_dtype=dtype).step()
+        steps.append(param.detach() - w)
+    exact, reduced = steps
+    assert reduced.dtype == torch.float32
+    relative = (reduced - exact).norm() / exact.norm()
+    assert 0 < relative < 0.05, relative
