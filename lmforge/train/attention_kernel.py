@@ -33,6 +33,7 @@ ATTENTION_KERNELS = ("auto", "sdpa", "math")
 # keeps torch's default.
 MATH_MARGIN = 1.15
 CACHE_FILE = "attention_kernel.json"
+MATH_VERSION = 2  # part of the cache key: a changed `attend_math` is measured afresh
 MEASURE_SECONDS = 0.25  # per kernel, after warm-up
 
 
@@ -71,7 +72,7 @@ def choose_attention_kernel(
     heads, kv_heads, head_dim = shape
     key = (
         f"{cpu_key(threads)}|{str(dtype).removeprefix('torch.')}"
-        f"|B={batch}|H={heads}|Hkv={kv_heads}|T={seq_len}|D={head_dim}"
+        f"|B={batch}|H={heads}|Hkv={kv_heads}|T={seq_len}|D={head_dim}|math={MATH_VERSION}"
     )
     table = _read_cache()
     timings = table.get(key)

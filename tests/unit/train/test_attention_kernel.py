@@ -30,7 +30,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def _key(dtype: torch.dtype) -> str:
-    return f"{cpu_key(SHAPE['threads'])}|{str(dtype).removeprefix('torch.')}|B=3|H=4|Hkv=2|T=16|D=8"
+    shape = f"B=3|H=4|Hkv=2|T=16|D=8|math={attention_kernel.MATH_VERSION}"
+    return f"{cpu_key(SHAPE['threads'])}|{str(dtype).removeprefix('torch.')}|{shape}"
 
 
 def test_unknown_setting_names_the_value_and_the_choices(gpt):
