@@ -227,7 +227,7 @@ class Trainer:
                 self.raw_model,
                 self.device,
                 self.dtype,
-                source.rows,
+                source.batch_size,  # rows of one forward (rows = all micro-batches, ranks)
                 source.seq_len,
                 torch.get_num_threads(),
             )
