@@ -13,18 +13,15 @@ for others the setting is moot and reported as `sdpa`.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-from typing import Any
 
 import torch
 
 from lmforge.errors import ConfigError
 from lmforge.models.gpt import attend, attend_math
 from lmforge.runtime import autocast
-from lmforge.train.peak import cache_dir, cpu_key
+from lmforge.train.peak import cpu_key, read_cache, write_cache
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +71,7 @@ def choose_attention_kernel(
         f"{cpu_key(threads)}|{str(dtype).removeprefix('torch.')}"
         f"|B={batch}|H={heads}|Hkv={kv_heads}|T={seq_len}|D={head_dim}|math={MATH_VERSION}"
     )
-    table = _read_cache()
+    table = read_cache(CACHE_FILE)
     timings = table.get(key)
     if not isinstance(timings, dict) or not {"sdpa", "math"} <= timings.keys():
         timings = {
@@ -82,7 +79,7 @@ def choose_attention_kernel(
             for kernel in ("sdpa", "math")
         }
         table[key] = timings
-        _write_cache(table)
+        write_cache(CACHE_FILE, table)
     choice = "math" if timings["math"] * MATH_MARGIN <= timings["sdpa"] else "sdpa"
     log.info(
         "attention: %s (train.attention_kernel=auto; forward+backward at this shape: "
@@ -126,22 +123,3 @@ def measure_attention_ms(
         durations.append(time.perf_counter() - start)
     durations.sort()
     return 1000 * durations[len(durations) // 2]
-
-
-def _read_cache() -> dict[str, Any]:
-    try:
-        table = json.loads((cache_dir() / CACHE_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return table if isinstance(table, dict) else {}
-
-
-def _write_cache(table: dict[str, Any]) -> None:
-    path = cache_dir() / CACHE_FILE
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(table, indent=1))
-        tmp.replace(path)
-    except OSError:
-        log.debug("could not cache the attention timings in %s", path)

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lmforge.train.peak import cache_dir, cpu_key
+from lmforge.train.peak import cpu_key, read_cache, write_cache
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def signature(parts: dict[str, Any]) -> str:
 
 def load_estimate(key: str, threads: int) -> CompileEstimate:
     """The measured cost and gain for `key` on this CPU, else the assumed ones."""
-    entry = _read().get(f"{cpu_key(threads)}|{key}")
+    entry = read_cache(CACHE_FILE).get(f"{cpu_key(threads)}|{key}")
     if isinstance(entry, dict) and "compile_s" in entry:
         speedup = entry.get("speedup")
         return CompileEstimate(
@@ -128,23 +128,9 @@ def load_estimate(key: str, threads: int) -> CompileEstimate:
 
 def save_measurement(key: str, threads: int, compile_s: float, speedup: float | None) -> None:
     """Remember a compiled run's compile time (and speedup over eager, when it was measured)."""
-    table = _read()
+    table = read_cache(CACHE_FILE)
     entry: dict[str, float] = {"compile_s": round(compile_s, 3)}
     if speedup is not None:
         entry["speedup"] = round(speedup, 4)
     table[f"{cpu_key(threads)}|{key}"] = entry
-    path = cache_dir() / CACHE_FILE
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(table, indent=1))
-        tmp.replace(path)
-    except OSError:
-        log.debug("could not cache the compile cost in %s", path)
-
-
-def _read() -> dict[str, Any]:
-    try:
-        return json.loads((cache_dir() / CACHE_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    write_cache(CACHE_FILE, table)

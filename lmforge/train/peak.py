@@ -50,6 +50,7 @@ def device_name(device: torch.device) -> str:
 # 92 vs 209 GFLOP/s fp32), so a single-kernel peak misjudges MFU (an LSTM read > 100%).
 CPU_BACKENDS = ("mkl", "onednn")
 CPU_DTYPES = (torch.float32, torch.bfloat16)
+PEAK_CACHE_FILE = "peak_flops.json"
 PEAK_SIZE = 2048  # n of the n x n x n matmul, large enough to reach a kernel's steady rate
 PROBE_SIZE = 256  # first, small: an emulated dtype (bf16 without AVX-512 bf16) stops here
 EMULATED_RATIO = 0.1  # a reduced dtype this much slower than fp32 on the probe is emulated
@@ -173,13 +174,13 @@ def machine_peaks(threads: int, refresh: bool = False) -> dict[str, dict[str, fl
     """`measure_cpu_peaks` for this CPU and thread count, cached in `peak_flops.json` (measured
     once; `refresh` re-measures, e.g. after a measurement on a busy machine read too low)."""
     key = cpu_key(threads)
-    table = _read_cache()
+    table = read_cache(PEAK_CACHE_FILE)
     if key in table and not refresh and isinstance(table[key], dict):
         return table[key]
     log.info("measuring this CPU's matmul peaks for MFU and dtype=auto (once per machine)...")
     peaks = measure_cpu_peaks()
     table[key] = peaks
-    _write_cache(table)
+    write_cache(PEAK_CACHE_FILE, table)
     return peaks
 
 
@@ -192,22 +193,27 @@ def describe_peaks(peaks: dict[str, dict[str, float]]) -> str:
     return " | ".join(parts)
 
 
-def _read_cache() -> dict[str, Any]:
+def read_cache(name: str) -> dict[str, Any]:
+    """The JSON table `name` in `cache_dir()` ({} when missing or unreadable). The per-CPU
+    measurements (peaks, compile costs, attention timings) each keep one such table."""
     try:
-        return json.loads((cache_dir() / "peak_flops.json").read_text())
+        table = json.loads((cache_dir() / name).read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+    return table if isinstance(table, dict) else {}
 
 
-def _write_cache(table: dict[str, Any]) -> None:
-    path = cache_dir() / "peak_flops.json"
+def write_cache(name: str, table: dict[str, Any]) -> None:
+    """Replace the table `name` atomically (temp file + rename); an unwritable cache dir only
+    costs a re-measurement next time."""
+    path = cache_dir() / name
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(table, indent=1))
         tmp.replace(path)
     except OSError:
-        log.debug("could not cache the peak in %s", path)
+        log.debug("could not write the cache %s", path)
 
 
 def peak_tflops(
@@ -220,13 +226,13 @@ def peak_tflops(
         if rates:
             return max(rates.values())
     key = f"{device_name(device)}|{device.type}|{dtype}|threads={threads}|torch={torch.__version__}"
-    table = _read_cache()
+    table = read_cache(PEAK_CACHE_FILE)
     if key in table and not refresh and not isinstance(table[key], dict):
         return float(table[key])
     log.info("measuring the %s matmul peak for MFU (once per machine)...", _dtype_name(dtype))
     value = measure_matmul_tflops(device, dtype)
     table[key] = value
-    _write_cache(table)
+    write_cache(PEAK_CACHE_FILE, table)
     return value
 
 

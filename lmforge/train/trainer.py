@@ -17,6 +17,7 @@ import math
 import shlex
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,21 +209,15 @@ class Trainer:
 
     def _choose_linear_kernel(self, setting: str) -> str:
         threads = torch.get_num_threads()
-        if setting != "auto" or not self.env.enabled:
-            return choose_linear_kernel(setting, self.device, self.dtype, threads)
-        # Rank 0's measured choice on every rank: ranks must run the same kernels.
-        choice = (
-            choose_linear_kernel(setting, self.device, self.dtype, threads)
-            if self.env.is_main
-            else None
+        return self._same_on_every_rank(
+            setting, lambda: choose_linear_kernel(setting, self.device, self.dtype, threads)
         )
-        return str(dist_utils.broadcast_object(choice, self.env))
 
     def _choose_attention_kernel(self, setting: str) -> str:
         source = self.train_batches
-
-        def choose() -> str:
-            return choose_attention_kernel(
+        return self._same_on_every_rank(
+            setting,
+            lambda: choose_attention_kernel(
                 setting,
                 self.raw_model,
                 self.device,
@@ -230,12 +225,16 @@ class Trainer:
                 source.batch_size,  # rows of one forward (rows = all micro-batches, ranks)
                 source.seq_len,
                 torch.get_num_threads(),
-            )
+            ),
+        )
 
+    def _same_on_every_rank(self, setting: str, choose: Callable[[], str]) -> str:
+        """`choose()` here, except that a measured (`auto`) choice of a distributed run is rank
+        0's, broadcast: ranks must run the same kernels."""
         if setting != "auto" or not self.env.enabled:
             return choose()
-        # Rank 0's measured choice on every rank: ranks must run the same kernels.
-        return str(dist_utils.broadcast_object(choose() if self.env.is_main else None, self.env))
+        choice = choose() if self.env.is_main else None
+        return str(dist_utils.broadcast_object(choice, self.env))
 
     def _uncompiled(self) -> torch.nn.Module:
         """The (DDP/FSDP-wrapped) model without torch.compile's wrapper: checkpoints keep their

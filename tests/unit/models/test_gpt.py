@@ -166,7 +166,7 @@ def manual_attention(q, k, v, mask, dropout_p):
 
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])
 @pytest.mark.parametrize("masked", [False, True])
-def test_sdpa_equals_manual_attention(kv_heads, masked):
+def test_sdpa_equals_manual_and_math_attention(kv_heads, masked):
     torch.manual_seed(0)
     q = torch.randn(2, 4, 6, 8, requires_grad=True)
     k = torch.randn(2, kv_heads, 9 if masked else 6, 8, requires_grad=True)
@@ -176,14 +176,18 @@ def test_sdpa_equals_manual_attention(kv_heads, masked):
         valid = torch.ones(2, 9, dtype=torch.bool)
         valid[0, 0] = False
         mask = gpt_module.padded_attention_mask(valid, 3, 6)
+    functions = [gpt_module.attend, manual_attention]
+    if not masked:  # train.attention_kernel=math's path (plain causal attention only)
+        functions.append(lambda q, k, v, mask, p: gpt_module.attend_math(q, k, v, p))
     grads = []
-    for fn in (gpt_module.attend, manual_attention):
+    for fn in functions:
         out = fn(q, k, v, mask, 0.0)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         grads.append((out.detach(), q.grad.clone(), k.grad.clone(), v.grad.clone()))
         q.grad = k.grad = v.grad = None
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_model_with_manual_attention_matches(monkeypatch):
@@ -202,27 +206,6 @@ def test_model_with_manual_attention_matches(monkeypatch):
     torch.testing.assert_close(fast_logits, ref_logits, atol=1e-5, rtol=1e-5)
     for a, b in zip(fast_grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-
-
-@pytest.mark.parametrize("kv_heads", [4, 2])
-def test_attend_math_equals_sdpa_values_and_gradients(kv_heads):
-    """`train.attention_kernel=math`'s path computes SDPA's causal attention, GQA included."""
-    torch.manual_seed(0)
-    q = torch.randn(2, 4, 7, 8, requires_grad=True)
-    k = torch.randn(2, kv_heads, 7, 8, requires_grad=True)
-    v = torch.randn_like(k, requires_grad=True)
-    weights = torch.linspace(-1, 1, q.numel()).view_as(q)
-    grads = []
-    for fn in (
-        lambda: gpt_module.attend(q, k, v, None, 0.0),
-        lambda: gpt_module.attend_math(q, k, v, 0.0),
-    ):
-        out = fn()
-        (out * weights).sum().backward()
-        grads.append((out.detach(), q.grad.clone(), k.grad.clone(), v.grad.clone()))
-        q.grad = k.grad = v.grad = None
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_math_attention_context_switches_the_model_and_restores_sdpa(monkeypatch):
