@@ -16,8 +16,9 @@ from lmforge.eval.config import DecodeSection, TaskSection
 
 
 class ClassifierSection(Section):
-    pooling: Literal["mean", "last"] = Field(
-        "mean", description="sentence vector: mean of hidden states or the last token's"
+    pooling: Literal["mean", "max", "last"] = Field(
+        "mean",
+        description="sentence vector: mean or max of the hidden states, or the last token's",
     )
     mode: Literal["full", "head"] = Field(
         "full", description="fine-tune the whole model (full) or only the new head (head)"

@@ -2,9 +2,10 @@
 and extractive question answering (`SpanQAHead`: start/end logits per token).
 
 `SequenceClassifier` wraps any model with `hidden_states(tokens) -> (B, T, d)` (GPT and LSTM) and
-adds dropout + a linear head over the mean of the hidden states or the last token's. Inputs are
-right-padded, so causal models never see the pads of real tokens. Training the head lives in
-`lmforge/finetune/classifier.py`; here are the module, batching, prediction and the head's files.
+adds dropout + a linear head over the mean or the max of the hidden states, or the last token's.
+Inputs are right-padded, so causal models never see the pads of real tokens. Training the head
+lives in `lmforge/finetune/classifier.py`; here are the module, batching, prediction and the
+head's files.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class SequenceClassifier(nn.Module):
             return hidden[rows, lengths - 1]  # (B, d)
         positions = torch.arange(tokens.size(1), device=tokens.device)
         mask = (positions[None, :] < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
+        if self.pooling == "max":
+            # Max over time, as Kim's (2014) sentence CNNs pool: each feature fires on the one
+            # token where it is strongest, so a single "not" or "great" is not averaged away.
+            return hidden.masked_fill(~mask, float("-inf")).amax(dim=1)  # (B, d)
         return (hidden * mask).sum(dim=1) / lengths[:, None].clamp(min=1)  # (B, d)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

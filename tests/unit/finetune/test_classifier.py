@@ -46,7 +46,7 @@ def _config(kind: str, n_train: int, n_dev: int, **classifier) -> TrainConfig:
 
 
 @pytest.mark.parametrize("kind", ["gpt", "lstm"])
-@pytest.mark.parametrize("pooling", ["mean", "last"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "last"])
 @torch.no_grad()
 def test_pooling_reads_only_real_tokens(kind, pooling):
     model = SequenceClassifier(_body(kind), 3, pooling).eval()
@@ -55,7 +55,8 @@ def test_pooling_reads_only_real_tokens(kind, pooling):
     batched = model(tokens, lengths)
     for row, seq in enumerate(seqs):
         hidden = model.body.hidden_states(torch.tensor([seq]))[0]  # (T, d)
-        vec = hidden.mean(0) if pooling == "mean" else hidden[-1]
+        vecs = {"mean": hidden.mean(0), "max": hidden.amax(0), "last": hidden[-1]}
+        vec = vecs[pooling]
         assert torch.allclose(model.pool(tokens, lengths)[row], vec, atol=1e-5)
         alone = model(torch.tensor([seq]), torch.tensor([len(seq)]))[0]
         assert torch.allclose(batched[row], alone, atol=1e-5)
