@@ -155,9 +155,9 @@ def main() -> None:
     ]
     for row in rows:
         print(row)
+    suffix = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     path = write_result(
-        RESULTS
-        / f"squad_span{'_quick' if args.quick else ''}{f'_{args.tag}' if args.tag else ''}.json",
+        RESULTS / f"squad_span{suffix}.json",
         {
             "benchmark": "squad_span",
             "quick": args.quick,
