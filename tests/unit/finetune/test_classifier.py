@@ -206,5 +206,5 @@ def test_classifier_answers_what_the_trainer_reads():
     model = SequenceClassifier(body, 3, "mean")
     assert model.config == body.config and model.max_context == 16
     assert model.vocab_size == VOCAB
-    assert model.flops_per_token(16) == body.flops_per_token(16)
+    assert model.flops_per_token(16) < body.flops_per_token(16)  # no LM head (test_flops.py)
     assert model.num_params() == body.num_params() + 32 * 3 + 3

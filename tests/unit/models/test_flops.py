@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from lmforge.models import GPTConfig, LSTMConfig, build_model
+from lmforge.models.heads import SequenceClassifier, SpanQAHead
 
 V, D, L, FF, T = 64, 32, 2, 64, 16  # vocab, width, layers, MLP width, sequence length
 
@@ -54,3 +55,19 @@ def test_lstm_flops_by_hand():
     # Tied: a 48 -> 32 projection (no bias) feeds the 32 -> 64 head that shares the embedding.
     tied = build_model(LSTMConfig(n_layers=2, d_model=32, d_hidden=48, tie_embeddings=True), V)
     assert tied.flops_per_token(T) == 6 * (lstm + 48 * 32 + 32 * 64 + 64)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_head_models_count_their_head_not_the_lm_head(tied):
+    # A fine-tuning never runs the LM head: the span head's qa_outputs (32 -> 2 plus 2 biases)
+    # runs per token instead, a classifier's head (32 -> 3 plus 3 biases) once per sequence.
+    body = _gpt(tie_embeddings=tied)
+    weights = L * (4 * 32 * 32 + 3 * 32 * 64 + 2 * 32) + 32  # the Llama layers + final norm
+    attention = 12 * L * D * T
+    assert SpanQAHead(body).flops_per_token(T) == 6 * (weights + 32 * 2 + 2) + attention
+    classifier = SequenceClassifier(body, 3, "mean")
+    assert classifier.flops_per_token(T) == 6 * weights + attention + 6 * (32 * 3 + 3) / T
+    # The LSTM's LM head has a bias too (48 -> 64 plus 64): all of it goes.
+    lstm = build_model(LSTMConfig(n_layers=2, d_model=32, d_hidden=48), V)
+    recurrent = 4 * 48 * (32 + 48) + 8 * 48 + 4 * 48 * (48 + 48) + 8 * 48
+    assert SpanQAHead(lstm).flops_per_token(T) == 6 * (recurrent + 48 * 2 + 2)
