@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -97,6 +98,7 @@ def main() -> None:
     if generate_s is None:
         generate_s = 10.0 if args.quick else 300.0
     dtype = f"dtype={args.dtype}"
+    span_keys = shlex.split(args.span_keys)
     limit = args.limit or (50 if args.quick else None)
     chosen = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(chosen) - set(MODELS))
@@ -127,7 +129,7 @@ def main() -> None:
         span = work / f"{arch}-span"
         seconds = run(
             ["finetune", str(base), f"out={span}", *common, "qa.head=span", "sft.lr=1e-3"]
-            + [f"sft.max_time={finetune_s}", *SPAN_KEYS[arch], *args.span_keys.split()]
+            + [f"sft.max_time={finetune_s}", *SPAN_KEYS[arch], *span_keys]
             + ["sft.batch_size=32", "sft.eval_every=200"]
         )  # fmt: skip
         report = json.loads((span / "eval" / "squad_span.json").read_text())
@@ -175,7 +177,7 @@ def main() -> None:
             "generate_finetune_seconds": generate_s,
             "dtype": args.dtype,
             "models": models,
-            "span_keys": {m: SPAN_KEYS[m] + args.span_keys.split() for m in models},
+            "span_keys": {m: SPAN_KEYS[m] + span_keys for m in models},
             "rows": rows,
             "tables": {"squad": table(columns, rows)},
         },

@@ -28,6 +28,13 @@ META_FILE = "classifier.json"
 FORMAT_VERSION = 1
 
 
+def _lm_head_flops(body: nn.Module) -> int:
+    """What a body's `flops_per_token` counts for its LM head (6 FLOPs per weight and bias per
+    token: both model kinds count it, tied or not), for a head model to take out: without it the
+    MFU of a fine-tuning read high (an LSTM span fine-tuning showed 110%)."""
+    return 6 * sum(p.numel() for p in body.lm_head.parameters())
+
+
 class SequenceClassifier(nn.Module):
     """Token ids (B, T) and lengths (B,) -> class logits (B, num_classes)."""
 
@@ -82,13 +89,6 @@ class SequenceClassifier(nn.Module):
     def num_params(self) -> int:
         """The body's count plus the head's weights and bias."""
         return self.body.num_params() + sum(p.numel() for p in self.head.parameters())
-
-
-def _lm_head_flops(body: nn.Module) -> int:
-    """What a body's `flops_per_token` counts for its LM head (6 FLOPs per weight and bias per
-    token: both model kinds count it, tied or not), for a head model to take out: without it the
-    MFU of a fine-tuning read high (an LSTM span fine-tuning showed 110%)."""
-    return 6 * sum(p.numel() for p in body.lm_head.parameters())
 
 
 # ---------------------------------------------------------------------------------------------
