@@ -613,15 +613,19 @@ class GPT(nn.Module):
                 n -= self.pos_emb.weight.numel()
         return n
 
-    def flops_per_token(self, seq_len: int) -> int:
+    def flops_per_token(self, seq_len: int, lm_head: bool = True) -> int:
         """Training FLOPs per token (forward + backward), PaLM appendix B / nanoGPT accounting:
         6*N for every weight used in a matmul (N = non-embedding params, plus the head when it is
         tied, since the head matmul happens either way) plus 12 * n_layers * d_model * seq_len for
-        the attention scores and weighted sum (counted over the full square, as PaLM does)."""
+        the attention scores and weighted sum (counted over the full square, as PaLM does).
+        `lm_head=False` leaves the head out, for a model that puts another head on the body
+        (a classifier or a span-QA head never runs the LM head)."""
         cfg = self.config
         n = self.num_params(include_embeddings=False)
         if cfg.tie_embeddings:
             n += self.lm_head.weight.numel()
+        if not lm_head:
+            n -= sum(p.numel() for p in self.lm_head.parameters())
         attention = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
         return 6 * n + attention
 

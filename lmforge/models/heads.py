@@ -28,13 +28,6 @@ META_FILE = "classifier.json"
 FORMAT_VERSION = 1
 
 
-def _lm_head_flops(body: nn.Module) -> int:
-    """What a body's `flops_per_token` counts for its LM head (6 FLOPs per weight and bias per
-    token: both model kinds count it, tied or not), for a head model to take out: without it the
-    MFU of a fine-tuning read high (an LSTM span fine-tuning showed 110%)."""
-    return 6 * sum(p.numel() for p in body.lm_head.parameters())
-
-
 class SequenceClassifier(nn.Module):
     """Token ids (B, T) and lengths (B,) -> class logits (B, num_classes)."""
 
@@ -84,7 +77,7 @@ class SequenceClassifier(nn.Module):
         """The body's training FLOPs per token without its LM head (a classifier never runs it),
         plus the class head's, which runs once per sequence of `seq_len` tokens."""
         head = 6 * sum(p.numel() for p in self.head.parameters()) / seq_len
-        return self.body.flops_per_token(seq_len) - _lm_head_flops(self.body) + head
+        return self.body.flops_per_token(seq_len, lm_head=False) + head
 
     def num_params(self) -> int:
         """The body's count plus the head's weights and bias."""
@@ -204,7 +197,7 @@ class SpanQAHead(nn.Module):
     def flops_per_token(self, seq_len: int) -> float:
         """The body's training FLOPs per token with `qa_outputs` in place of its LM head."""
         head = 6 * sum(p.numel() for p in self.qa_outputs.parameters())
-        return self.body.flops_per_token(seq_len) - _lm_head_flops(self.body) + head
+        return self.body.flops_per_token(seq_len, lm_head=False) + head
 
     def num_params(self) -> int:
         return self.body.num_params() + sum(p.numel() for p in self.qa_outputs.parameters())

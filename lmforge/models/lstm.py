@@ -201,12 +201,15 @@ class LSTMLanguageModel(nn.Module):
             n -= self.tok_emb.weight.numel()
         return n
 
-    def flops_per_token(self, seq_len: int) -> int:
+    def flops_per_token(self, seq_len: int, lm_head: bool = True) -> int:
         """Training FLOPs per token, 6N-style: each weight used in a matmul costs 2 FLOPs forward
         and 4 backward per token. N = LSTM weights (input and recurrent, once per step) +
-        projection + head (tied or not); the embedding lookup is free. `seq_len` is unused: the
-        cost per token does not depend on context length."""
+        projection + head (tied or not; `lm_head=False` leaves it and its bias out, for a model
+        that puts another head on the body); the embedding lookup is free. `seq_len` is unused:
+        the cost per token does not depend on context length."""
         n = self.num_params(include_embeddings=False)
         if self.config.tie_embeddings:
             n += self.lm_head.weight.numel()
+        if not lm_head:
+            n -= sum(p.numel() for p in self.lm_head.parameters())
         return 6 * n

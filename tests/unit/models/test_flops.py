@@ -64,10 +64,12 @@ def test_head_models_count_their_head_not_the_lm_head(tied):
     body = _gpt(tie_embeddings=tied)
     weights = L * (4 * 32 * 32 + 3 * 32 * 64 + 2 * 32) + 32  # the Llama layers + final norm
     attention = 12 * L * D * T
+    assert body.flops_per_token(T, lm_head=False) == 6 * weights + attention
     assert SpanQAHead(body).flops_per_token(T) == 6 * (weights + 32 * 2 + 2) + attention
     classifier = SequenceClassifier(body, 3, "mean")
     assert classifier.flops_per_token(T) == 6 * weights + attention + 6 * (32 * 3 + 3) / T
     # The LSTM's LM head has a bias too (48 -> 64 plus 64): all of it goes.
     lstm = build_model(LSTMConfig(n_layers=2, d_model=32, d_hidden=48), V)
     recurrent = 4 * 48 * (32 + 48) + 8 * 48 + 4 * 48 * (48 + 48) + 8 * 48
+    assert lstm.flops_per_token(T, lm_head=False) == 6 * recurrent
     assert SpanQAHead(lstm).flops_per_token(T) == 6 * (recurrent + 48 * 2 + 2)
