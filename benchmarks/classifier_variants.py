@@ -29,6 +29,7 @@ from lmforge.cli import main as lmforge
 COLUMNS = [
     ["variant", "variant", ""],
     ["dev acc", "dev_acc", ".3f"],
+    ["bag of words dev", "bow_dev_acc", ".3f"],
     ["steps", "steps", "d"],
     ["epochs", "epochs", ".2f"],
     ["seconds", "seconds", ".0f"],
@@ -62,6 +63,7 @@ def main() -> None:
             row = {
                 "variant": " ".join(overrides) or "(base keys)",
                 "dev_acc": report["dev_acc"],
+                "bow_dev_acc": report.get("bow_dev_acc"),  # the target on dev (no sklearn: none)
                 "steps": report["steps"],
                 "epochs": report["epochs"],
                 "seconds": time.perf_counter() - start,
